@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite: free ports, polling waits, child processes."""
