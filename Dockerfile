@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+# gecko-exporter image: build with `docker build -t gecko-exporter:0.1.0 .` (see docs/deploy.md).
+
+# ---- builder: resolve and install the package into a self-contained virtualenv ----
+FROM python:3.11.14-slim-bookworm AS builder
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter/ ./exporter/
+
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir .
+
+# ---- runtime: the virtualenv, tini as PID 1, a numeric non-root user ----
+FROM python:3.11.14-slim-bookworm
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini=0.19.* \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 gecko \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin gecko
+
+COPY --from=builder /opt/venv /opt/venv
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    GECKO_LISTEN_ADDRESS=0.0.0.0:8187 \
+    GECKO_LOG_FORMAT=json
+
+USER 10001:10001
+WORKDIR /
+
+EXPOSE 8187
+
+# Docker/Compose only (Kubernetes uses the chart's probes). No curl in slim images: Python, on the
+# port taken from GECKO_LISTEN_ADDRESS.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('GECKO_LISTEN_ADDRESS', ':8187').rsplit(':', 1)[1]; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:' + port + '/healthz', timeout=4).status == 200 else 1)"]
+
+# tini forwards SIGTERM to the exporter (which exits 0 after closing its connections) and reaps
+# zombies, e.g. the PostgreSQL children of `gecko-exporter demo`.
+ENTRYPOINT ["/usr/bin/tini", "--", "gecko-exporter"]
+CMD ["run"]
