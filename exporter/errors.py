@@ -47,10 +47,3 @@ class LockTimeout(DatabaseError):
     """A lock was not granted within lock_timeout (SQLSTATE 55P03)."""
 
     reason = "lock_timeout"
-
-
-class ConnectionBusy(DatabaseError):
-    """The probe's connection lane stayed busy for the whole probe timeout."""
-
-    reason = "busy"
-    reached = False

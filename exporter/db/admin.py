@@ -72,8 +72,7 @@ def _translate(exc: psycopg.Error, conn: psycopg.Connection[Row] | None) -> Admi
     sqlstate = exc.sqlstate
     diag_constraint = exc.diag.constraint_name
     lost = (
-        isinstance(exc, psycopg.OperationalError)
-        and (conn is None or conn.closed or conn.broken)
+        isinstance(exc, psycopg.OperationalError) and (conn is None or conn.closed or conn.broken)
     ) or (sqlstate is not None and sqlstate.startswith(_CONNECTION_CLASSES))
     first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return AdminError(

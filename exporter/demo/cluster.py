@@ -26,9 +26,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from urllib.parse import quote
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from exporter.errors import ExporterError
 
@@ -87,8 +88,9 @@ def _ensure_os_user() -> pwd.struct_passwd:
             return pwd.getpwnam(name)
         except KeyError:
             continue
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
     subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "gecko-postgres"],
+        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "gecko-postgres"],
         check=True,
         capture_output=True,
     )
@@ -172,6 +174,7 @@ class LocalCluster:
             cwd=str(self.basedir),
             **kwargs,  # type: ignore[call-overload]
         )
+        proc = cast("subprocess.CompletedProcess[str]", proc)
         if proc.returncode != 0:
             log = self.logfile.read_text(errors="replace")[-2000:] if self.logfile.exists() else ""
             raise ClusterError(
@@ -290,7 +293,9 @@ class LocalCluster:
             shutil.rmtree(self.basedir, ignore_errors=True)
 
     # -- addresses --------------------------------------------------------
-    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
+    def dsn(
+        self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None
+    ) -> str:
         """A libpq URI for ``user`` over TCP (the superuser's password by default)."""
         secret = self.password if password is None and user == SUPERUSER else password
         auth = quote(user, safe="")

@@ -1,0 +1,131 @@
+"""Composition root: settings -> database lanes -> probes -> sampler/store -> HTTP."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from types import FrameType
+
+import structlog
+
+from exporter import __version__
+from exporter.db.dsn import describe_target
+from exporter.db.session import Database, SessionOptions
+from exporter.metrics import StoreCollector, build_registry
+from exporter.probes.registry import build_probes
+from exporter.scheduler import ScheduledProbe, Scheduler
+from exporter.server import HttpServer, make_wsgi_app
+from exporter.settings import Settings
+from exporter.store import ResultStore
+
+log = structlog.get_logger("exporter.app")
+
+#: probes whose freshness /readyz requires (the cheapest, most frequent one)
+READY_PROBES = ("slow_queries",)
+
+
+class ExporterApp:
+    """The long-running daemon."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._dsn = settings.dsn()
+        self.store = ResultStore()
+        self.db = Database(
+            self._dsn,
+            SessionOptions(
+                application_name=settings.application_name,
+                connect_timeout_seconds=settings.connect_timeout_seconds,
+                lock_timeout_seconds=settings.lock_timeout_seconds,
+                backoff_initial_seconds=settings.reconnect_backoff_initial_seconds,
+                backoff_max_seconds=settings.reconnect_backoff_max_seconds,
+            ),
+        )
+        cadence = settings.probe_settings()
+        self.scheduled = [
+            ScheduledProbe(probe, cadence[probe.name])
+            for probe in build_probes(settings)
+            if cadence[probe.name].enabled
+        ]
+        self.scheduler = Scheduler(self.db, self.store, self.scheduled)
+        self.collector = StoreCollector(
+            self.store, self.db.health, up_stale_seconds=settings.up_stale_seconds
+        )
+        self.registry = build_registry(self.collector)
+        host, port = settings.listen()
+        self.target = describe_target(self._dsn)
+        self.http = HttpServer(host, port, make_wsgi_app(self.registry, self.ready, self.target))
+        self._host = host
+        self._stop = threading.Event()
+        self._started = False
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    @property
+    def url(self) -> str:
+        host = self._host
+        if host in ("0.0.0.0", "", "::"):  # noqa: S104 - display only
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def ready(self) -> tuple[bool, str]:
+        """Database reachable and the activity samples fresh."""
+        if not self.db.health.up(self.settings.up_stale_seconds):
+            return False, "database not reachable"
+        states = self.store.snapshot()
+        now = time.monotonic()
+        for name in READY_PROBES:
+            state = states.get(name)
+            if state is not None and not state.fresh(now):
+                return False, f"samples of probe {name} are stale"
+        return True, "ready"
+
+    def start(self) -> None:
+        self.http.start()
+        self.scheduler.start()
+        self._started = True
+        log.info(
+            "exporter_started",
+            version=__version__,
+            listen=f"{self._host}:{self.port}",
+            target=self.target,
+            probes={sp.probe.name: sp.settings.interval_seconds for sp in self.scheduled},
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def wait_for_signal(self) -> None:
+        """Block until SIGINT/SIGTERM (or :meth:`request_stop`)."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            del frame
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            self._stop.set()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+            signal.signal(signal.SIGINT, handler)
+        while not self._stop.wait(0.5):
+            pass
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self.http.stop()
+        self.scheduler.stop()
+        log.info("exporter_stopped")
+
+    def run(self) -> int:
+        self.start()
+        try:
+            self.wait_for_signal()
+        finally:
+            self.stop()
+        return 0

@@ -1,0 +1,172 @@
+"""Command line: ``gecko-exporter run | check-config | demo | version``.
+
+Bad input (flags, environment, config file) is one line on stderr naming the
+field and the problem, exit code 2, never a traceback. There is deliberately no
+flag that takes the DSN: a password must never appear in process arguments
+(use GECKO_DATABASE_URL or --database-url-file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import structlog
+
+from exporter import __version__
+from exporter.errors import ExporterError, SettingsError
+from exporter.log import configure_logging
+from exporter.settings import DEFAULT_PORT, Settings
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML config file (env GECKO_CONFIG)")
+    p.add_argument(
+        "--database-url-file",
+        metavar="FILE",
+        help="file holding the DSN (env GECKO_DATABASE_URL_FILE; or set GECKO_DATABASE_URL)",
+    )
+    p.add_argument(
+        "--listen-address",
+        metavar="HOST:PORT",
+        help=f"HTTP listen address (env GECKO_LISTEN_ADDRESS, default 0.0.0.0:{DEFAULT_PORT})",
+    )
+    p.add_argument("--log-format", choices=["json", "console"], help="env GECKO_LOG_FORMAT")
+    p.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="env GECKO_LOG_LEVEL"
+    )
+    p.add_argument(
+        "--slow-query-threshold",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="slow-query threshold (env GECKO_SLOW_QUERY_THRESHOLD_SECONDS, default 5)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="gecko-exporter",
+        description="Prometheus exporter for the Gecko Advisor PostgreSQL database.",
+    )
+    parser.add_argument("--version", action="version", version=f"gecko-exporter {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    run = sub.add_parser("run", help="run the exporter daemon")
+    _add_settings_flags(run)
+    check = sub.add_parser(
+        "check-config", help="validate and print the effective configuration (secrets masked)"
+    )
+    _add_settings_flags(check)
+    demo = sub.add_parser(
+        "demo", help="start a bundled PostgreSQL with synthetic Gecko Advisor data and serve it"
+    )
+    demo.add_argument("--scans", type=int, default=20000, help="scans to generate (default 20000)")
+    demo.add_argument("--port", type=int, default=DEFAULT_PORT, help="exporter HTTP port")
+    demo.add_argument("--host", default="127.0.0.1", help="exporter HTTP listen host")
+    demo.add_argument(
+        "--pg-major",
+        type=int,
+        choices=[15, 18],
+        help="use the machine's PostgreSQL 15 packages instead of the bundled 18",
+    )
+    demo.add_argument("--no-workload", action="store_true", help="do not run app-like traffic")
+    demo.add_argument("--log-format", choices=["json", "console"], default="console")
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    mapping = {
+        "database_url_file": "database_url_file",
+        "listen_address": "listen_address",
+        "log_format": "log_format",
+        "log_level": "log_level",
+        "slow_query_threshold": "slow_query_threshold_seconds",
+    }
+    return {
+        field: getattr(args, attr)
+        for attr, field in mapping.items()
+        if getattr(args, attr, None) is not None
+    }
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_sources(config_file=args.config, overrides=_overrides(args))
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"gecko-exporter: error: {message}\n")
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    if command == "version":
+        sys.stdout.write(f"gecko-exporter {__version__}\n")
+        return 0
+    if command == "demo":
+        if args.scans < 1:
+            return _fail("argument --scans: must be at least 1")
+        if not 0 < args.port < 65536:
+            return _fail("argument --port: must be between 1 and 65535")
+        configure_logging(args.log_format, "info")
+        from exporter.demo.main import run_demo  # noqa: PLC0415 - heavy, demo only
+
+        try:
+            code: int = run_demo(
+                scans=args.scans,
+                port=args.port,
+                listen_host=args.host,
+                pg_major=args.pg_major,
+                workload=not args.no_workload,
+                log_format=args.log_format,
+            )
+        except ExporterError as exc:
+            return _fail(str(exc))
+        return code
+    if not hasattr(args, "config"):  # bare `gecko-exporter`: run with env/file settings only
+        args = build_parser().parse_args(["run"])
+    try:
+        settings = load_settings(args)
+        if command == "check-config":
+            settings.dsn()  # the DSN (or its file) must be there and valid
+            json.dump(settings.masked(), sys.stdout, indent=2, sort_keys=True)
+            sys.stdout.write("\n")
+            return 0
+        configure_logging(settings.log_format, settings.log_level)
+        from exporter.app import ExporterApp  # noqa: PLC0415 - keep check-config light
+
+        app = ExporterApp(settings)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    except OSError as exc:  # e.g. listen address in use
+        return _fail(f"listen_address: cannot listen ({exc.strerror or exc})")
+    structlog.get_logger("exporter.cli").debug("settings_loaded", settings=settings.masked())
+    return app.run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

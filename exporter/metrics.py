@@ -1,0 +1,162 @@
+"""Rendering: a custom collector built fresh on every scrape from the store.
+
+This module and :mod:`exporter.server` are the only users of prometheus_client.
+Nothing here touches the database: values come from the latest probe samples.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from exporter import __version__
+from exporter.db.session import Health
+from exporter.samples import Family
+from exporter.store import FAILURE_REASONS, ResultStore
+
+
+def _le(bound: float) -> str:
+    """Bucket bound formatted as prometheus_client does (``+Inf``, ``0.1``, ``2.0``)."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+
+
+def to_prometheus(family: Family) -> Metric:
+    """One neutral family as a prometheus_client metric family."""
+    labels = list(family.labelnames)
+    if family.kind == "histogram":
+        hist = HistogramMetricFamily(family.name, family.documentation, labels=labels)
+        for h in family.histograms:
+            hist.add_metric(
+                list(h.labels),
+                buckets=[(_le(le), count) for le, count in h.buckets],
+                sum_value=h.total,
+            )
+        return hist
+    metric: GaugeMetricFamily | CounterMetricFamily
+    if family.kind == "counter":
+        metric = CounterMetricFamily(family.name, family.documentation, labels=labels)
+    else:
+        metric = GaugeMetricFamily(family.name, family.documentation, labels=labels)
+    for s in family.samples:
+        metric.add_metric(list(s.labels), s.value)
+    return metric
+
+
+def merge(families: Iterable[Family]) -> list[Family]:
+    """Merge families of the same name (a name must be exposed once)."""
+    merged: dict[str, Family] = {}
+    for fam in families:
+        prev = merged.get(fam.name)
+        if prev is None:
+            merged[fam.name] = fam
+        elif prev.kind == fam.kind and prev.labelnames == fam.labelnames:
+            merged[fam.name] = Family(
+                fam.name,
+                fam.kind,
+                fam.documentation,
+                fam.labelnames,
+                prev.samples + fam.samples,
+                prev.histograms + fam.histograms,
+            )
+        else:
+            raise ValueError(f"conflicting definitions of {fam.name}")
+    return list(merged.values())
+
+
+class StoreCollector(Collector):
+    """Yields the exporter's metrics from the result store (no I/O)."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        health: Health,
+        *,
+        up_stale_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.health = health
+        self.up_stale_seconds = up_stale_seconds
+        self.clock = clock
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # names are dynamic; no database access at registration
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.clock()
+        states = self.store.snapshot()
+        up = GaugeMetricFamily(
+            "gecko_up",
+            "1 while the database answers the exporter's sampled round trips, 0 when it does not "
+            "or the samples went stale.",
+            value=1.0 if self.health.up(self.up_stale_seconds, now) else 0.0,
+        )
+        yield up
+        build = GaugeMetricFamily(
+            "gecko_exporter_build_info",
+            "gecko-exporter build information (value is always 1).",
+            labels=["version", "python_version"],
+        )
+        build.add_metric([__version__, platform.python_version()], 1.0)
+        yield build
+
+        success = GaugeMetricFamily(
+            "gecko_probe_success", "1 if the probe's last run succeeded.", labels=["probe"]
+        )
+        duration = GaugeMetricFamily(
+            "gecko_probe_duration_seconds", "Wall time of the probe's last run.", labels=["probe"]
+        )
+        last_ok = GaugeMetricFamily(
+            "gecko_probe_last_success_timestamp_seconds",
+            "Unix time of the probe's last successful run.",
+            labels=["probe"],
+        )
+        interval = GaugeMetricFamily(
+            "gecko_probe_interval_seconds", "Configured interval of the probe.", labels=["probe"]
+        )
+        runs = CounterMetricFamily(
+            "gecko_probe_runs_total", "Probe runs started.", labels=["probe"]
+        )
+        failures = CounterMetricFamily(
+            "gecko_probe_failures_total", "Failed probe runs by reason.", labels=["probe", "reason"]
+        )
+        families: list[Family] = []
+        for name, state in sorted(states.items()):
+            interval.add_metric([name], state.interval_seconds)
+            runs.add_metric([name], float(state.runs))
+            counts = dict(state.failures)
+            for reason in FAILURE_REASONS:
+                failures.add_metric([name, reason], float(counts.get(reason, 0)))
+            if state.last_success is not None:
+                success.add_metric([name], 1.0 if state.last_success else 0.0)
+            if state.last_duration_seconds is not None:
+                duration.add_metric([name], state.last_duration_seconds)
+            if state.last_success_wall is not None:
+                last_ok.add_metric([name], state.last_success_wall)
+            families.extend(state.persistent)
+            if state.fresh(now):
+                families.extend(state.families)
+        yield from (success, duration, last_ok, interval, runs, failures)
+        for fam in merge(families):
+            yield to_prometheus(fam)
+
+
+def build_registry(collector: StoreCollector) -> CollectorRegistry:
+    """A private registry: our collector plus process/platform/GC self-metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry

@@ -1,0 +1,1 @@
+"""Probes: SQL text, pure row parsing and the state each measurement needs."""

@@ -1,0 +1,142 @@
+"""Connection-pool utilization: server-wide and per application pool.
+
+``pool="server"``: every client backend occupies a slot, so the ratio is client
+backends / connections usable by non-superusers (max_connections minus
+superuser_reserved_connections and, on PostgreSQL 16+, reserved_connections).
+
+Application pools (Prisma ``connection_limit``): a connection is *in use* while
+it is not idle (running a query or holding a transaction); idle connections are
+free slots of the pool.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from exporter.probes.base import LaneName, Row, Session
+from exporter.samples import Family, gauge
+
+SQL = """
+SELECT current_setting('max_connections')::int AS max_connections,
+       current_setting('superuser_reserved_connections')::int AS superuser_reserved,
+       COALESCE(NULLIF(current_setting('reserved_connections', true), ''), '0')::int
+           AS reserved,
+       (SELECT COALESCE(json_agg(g), '[]'::json) FROM (
+            SELECT COALESCE(state, 'unknown') AS state,
+                   COALESCE(application_name, '') AS application_name,
+                   COALESCE(usename::text, '') AS usename,
+                   count(*)::int AS n
+            FROM pg_stat_activity
+            WHERE backend_type = 'client backend'
+            GROUP BY 1, 2, 3) g) AS groups
+"""
+
+STATES = {
+    "active": "active",
+    "idle": "idle",
+    "idle in transaction": "idle_in_transaction",
+    "idle in transaction (aborted)": "idle_in_transaction_aborted",
+    "fastpath function call": "fastpath_function_call",
+    "disabled": "disabled",
+}
+
+
+def normalize_state(state: str) -> str:
+    """pg_stat_activity.state as a bounded label value."""
+    return STATES.get(state, "unknown")
+
+
+@dataclass(frozen=True)
+class PoolMatcher:
+    name: str
+    size: int
+    application_name: str | None = None
+    usename: str | None = None
+
+    def matches(self, application_name: str, usename: str) -> bool:
+        return (self.application_name is None or self.application_name == application_name) and (
+            self.usename is None or self.usename == usename
+        )
+
+
+def parse(row: Row, pools: Sequence[PoolMatcher]) -> list[Family]:
+    """The probe's single row to families (pure)."""
+    usable = max(
+        1, int(row["max_connections"]) - int(row["superuser_reserved"]) - int(row["reserved"])
+    )
+    by_state: Counter[str] = Counter()
+    pool_states: dict[str, Counter[str]] = {p.name: Counter() for p in pools}
+    for group in row["groups"] or []:
+        state = normalize_state(str(group["state"]))
+        n = int(group["n"])
+        by_state[state] += n
+        for pool in pools:
+            if pool.matches(str(group["application_name"]), str(group["usename"])):
+                pool_states[pool.name][state] += n
+
+    in_use = {"server": float(sum(by_state.values()))}
+    size = {"server": float(usable)}
+    for pool in pools:
+        states = pool_states[pool.name]
+        in_use[pool.name] = float(sum(n for s, n in states.items() if s != "idle"))
+        size[pool.name] = float(pool.size)
+
+    every_state = dict.fromkeys((*STATES.values(), "unknown"), 0.0)
+    return [
+        gauge(
+            "gecko_connection_pool_utilization_ratio",
+            "Connections in use / usable pool size, 0-1 (sampled). pool=server counts every "
+            "client backend against max_connections minus reserved slots.",
+            labelnames=("pool",),
+            values={(name,): min(in_use[name] / size[name], 1e6) for name in in_use},
+        ),
+        gauge(
+            "gecko_connection_pool_connections_in_use",
+            "Connections in use, numerator of the utilization ratio (sampled).",
+            labelnames=("pool",),
+            values={(name,): v for name, v in in_use.items()},
+        ),
+        gauge(
+            "gecko_connection_pool_size",
+            "Connections usable by the pool, denominator of the utilization ratio (sampled).",
+            labelnames=("pool",),
+            values={(name,): v for name, v in size.items()},
+        ),
+        gauge(
+            "gecko_connections",
+            "Client backends by state, all databases (sampled from pg_stat_activity).",
+            labelnames=("state",),
+            values={(s,): every_state[s] + by_state.get(s, 0) for s in every_state},
+        ),
+        gauge(
+            "gecko_connection_pool_connections",
+            "Application pool connections by state (sampled from pg_stat_activity).",
+            labelnames=("pool", "state"),
+            values={
+                (p, s): float(n) for p, states in pool_states.items() for s, n in states.items()
+            },
+        ),
+        gauge(
+            "gecko_max_connections",
+            "The server's max_connections setting (sampled).",
+            float(row["max_connections"]),
+        ),
+    ]
+
+
+class ConnectionsProbe:
+    name = "connections"
+    lane: LaneName = "activity"
+
+    def __init__(self, pools: Sequence[PoolMatcher]) -> None:
+        self.pools = tuple(pools)
+
+    async def collect(self, session: Session, now: float) -> list[Family]:
+        del now
+        row = await session.fetch_one(SQL)
+        return parse(row, self.pools) if row is not None else []
+
+    def persistent(self) -> list[Family]:
+        return []

@@ -1,0 +1,344 @@
+"""Configuration: defaults < YAML file < environment (GECKO_*) < command-line flags.
+
+Every problem is reported as one :class:`~exporter.errors.SettingsError` line
+naming the field, so the CLI can print it and exit 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from exporter.db.dsn import mask_dsn, validate_dsn
+from exporter.errors import SettingsError
+
+ENV_PREFIX = "GECKO_"
+DEFAULT_PORT = 8187
+
+PROBE_NAMES = (
+    "server",
+    "connections",
+    "slow_queries",
+    "scan_lookup",
+    "report",
+)
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class ProbeSettings(BaseModel):
+    """Cadence of one probe."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    interval_seconds: PositiveSeconds
+    timeout_seconds: PositiveSeconds
+
+    @property
+    def statement_timeout_seconds(self) -> float:
+        """Server-side statement_timeout: always below the probe's own timeout."""
+        return round(self.timeout_seconds * 0.8, 3)
+
+
+def _probe(interval: float, timeout: float) -> ProbeSettings:
+    return ProbeSettings(interval_seconds=interval, timeout_seconds=timeout)
+
+
+DEFAULT_PROBES: dict[str, ProbeSettings] = {
+    "server": _probe(60, 5),
+    "connections": _probe(5, 3),
+    "slow_queries": _probe(1, 2),
+    "scan_lookup": _probe(5, 3),
+    "report": _probe(15, 10),
+}
+
+
+class PoolSettings(BaseModel):
+    """An application connection pool, recognised by application_name and/or user."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+    application_name: str | None = None
+    usename: str | None = None
+    size: Annotated[int, Field(gt=0, le=100000)]
+
+    @model_validator(mode="after")
+    def _needs_matcher(self) -> PoolSettings:
+        if self.application_name is None and self.usename is None:
+            raise ValueError("needs application_name and/or usename to match connections")
+        if self.name == "server":
+            raise ValueError("'server' is reserved for the server-wide ratio")
+        return self
+
+
+class ScanLookupSettings(BaseModel):
+    """Inputs of the scan-lookup probe."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inputs: list[str] = Field(default_factory=list, max_length=1000)
+    window_seconds: PositiveSeconds = 900
+    sample_size: Annotated[int, Field(ge=1, le=1000)] = 50
+    sample_refresh_seconds: PositiveSeconds = 300
+
+
+class Settings(BaseSettings):
+    """Effective configuration of the exporter."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    database_url: SecretStr | None = None
+    database_url_file: Path | None = None
+    listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    application_name: Annotated[str, Field(min_length=1, max_length=63)] = "gecko-exporter"
+    app_schema: Annotated[str, Field(min_length=1, max_length=63)] = "public"
+    connect_timeout_seconds: Annotated[float, Field(ge=1, le=300)] = 5
+    lock_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 0.1
+    reconnect_backoff_initial_seconds: Annotated[float, Field(gt=0, le=60)] = 0.25
+    reconnect_backoff_max_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0
+    up_stale_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+
+    slow_query_threshold_seconds: PositiveSeconds = 5.0
+    slow_query_log_text: bool = True
+    slow_query_text_max_length: Annotated[int, Field(ge=0, le=10000)] = 300
+
+    probes: dict[str, ProbeSettings] = Field(default_factory=dict)
+    pools: list[PoolSettings] = Field(default_factory=list, max_length=50)
+    scan_lookup: ScanLookupSettings = Field(default_factory=ScanLookupSettings)
+
+    # -- validation ---------------------------------------------------------
+    @field_validator("listen_address")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, port = split_host_port(value)
+        del host, port
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            validate_dsn(value.get_secret_value())
+        return value
+
+    @field_validator("probes", mode="before")
+    @classmethod
+    def _merge_probe_defaults(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        merged: dict[str, Any] = {}
+        for name, override in value.items():
+            if name not in DEFAULT_PROBES:
+                known = ", ".join(DEFAULT_PROBES)
+                raise ValueError(f"unknown probe {name!r} (known: {known})")
+            base = DEFAULT_PROBES[name].model_dump()
+            if isinstance(override, Mapping):
+                base.update(override)
+            elif isinstance(override, ProbeSettings):
+                base.update(override.model_dump())
+            else:
+                raise TypeError(f"probe {name!r} must be a mapping")
+            merged[name] = base
+        return merged
+
+    @field_validator("pools")
+    @classmethod
+    def _unique_pools(cls, value: list[PoolSettings]) -> list[PoolSettings]:
+        names = [p.name for p in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate pool name(s): {', '.join(dupes)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_dsn_source(self) -> Settings:
+        if self.database_url is not None and self.database_url_file is not None:
+            raise ValueError("set only one of database_url and database_url_file")
+        shortest = min(p.timeout_seconds for p in self.probe_settings().values())
+        if self.lock_timeout_seconds >= shortest:
+            raise ValueError("lock_timeout_seconds must be below every probe timeout")
+        return self
+
+    # -- derived values -----------------------------------------------------
+    def probe_settings(self) -> dict[str, ProbeSettings]:
+        """Every known probe with its effective cadence."""
+        return {name: self.probes.get(name, default) for name, default in DEFAULT_PROBES.items()}
+
+    def dsn(self) -> str:
+        """The database DSN, read from the secret file when configured."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        if self.database_url_file is not None:
+            try:
+                value = self.database_url_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SettingsError(
+                    f"database_url_file: cannot read {self.database_url_file}: {exc.strerror}"
+                ) from None
+            try:
+                validate_dsn(value)
+            except ValueError as exc:
+                raise SettingsError(f"database_url_file: DSN {exc}") from None
+            return value
+        raise SettingsError(
+            "database_url: not set (set GECKO_DATABASE_URL or GECKO_DATABASE_URL_FILE, "
+            "or use `gecko-exporter demo` for a bundled database)"
+        )
+
+    def listen(self) -> tuple[str, int]:
+        return split_host_port(self.listen_address)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets masked."""
+        data = self.model_dump(mode="json")
+        if self.database_url is not None:
+            data["database_url"] = mask_dsn(self.database_url.get_secret_value())
+        data["probes"] = {
+            name: probe.model_dump(mode="json") for name, probe in self.probe_settings().items()
+        }
+        return data
+
+    # -- sources --------------------------------------------------------------
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        del dotenv_settings, file_secret_settings
+        file_data = _FILE_DATA.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if file_data:
+            sources.append(_MappingSource(settings_cls, file_data))
+        return tuple(sources)
+
+    @classmethod
+    def from_sources(
+        cls,
+        *,
+        config_file: Path | str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Build settings from file, environment and explicit overrides (flags).
+
+        Raises :class:`SettingsError` with one line naming the field.
+        """
+        path = config_file if config_file is not None else os.environ.get(f"{ENV_PREFIX}CONFIG")
+        file_data = _load_yaml(Path(path)) if path else {}
+        token = _FILE_DATA.set(file_data)
+        try:
+            return cls(**dict(overrides or {}))
+        except ValidationError as exc:
+            raise SettingsError(_format_validation_error(exc, file_data, overrides)) from None
+        finally:
+            _FILE_DATA.reset(token)
+
+
+_FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "gecko_config_file_data", default=None
+)
+
+
+class _MappingSource(PydanticBaseSettingsSource):
+    """Settings from an already-parsed YAML mapping."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"config file {path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise SettingsError(f"config file {path}: {problem}{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {path}: top level must be a mapping")
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise SettingsError(f"config file {path}: unknown field {unknown[0]!r}")
+    return data
+
+
+def _format_validation_error(
+    exc: ValidationError, file_data: Mapping[str, Any], overrides: Mapping[str, Any] | None
+) -> str:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(part) for part in err["loc"]) or "settings"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    top = str(err["loc"][0]) if err["loc"] else ""
+    env_top = f"{ENV_PREFIX}{top.upper()}"
+    if top and overrides and top in overrides:
+        hint = " (from command line)"
+    elif top and any(k == env_top or k.startswith(env_top + "__") for k in os.environ):
+        hint = f" (from environment {env_top})"
+    elif top in file_data:
+        hint = " (from config file)"
+    else:
+        hint = ""
+    return f"{loc}: {msg}{hint}"
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """Parse ``host:port`` / ``[v6]:port`` / ``:port``; raise ValueError with a reason."""
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"{value!r} is not host:port")
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep:
+            raise ValueError(f"{value!r} is not host:port")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"port {port_text!r} is not a number between 1 and 65535")
+    return host or "0.0.0.0", int(port_text)  # noqa: S104 - documented default: all interfaces

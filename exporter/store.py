@@ -1,0 +1,98 @@
+"""The latest result of every probe, shared between the sampler and scrapes.
+
+Writers (the sampler thread) replace immutable snapshots under a lock; readers
+(scrape threads) copy the dict of snapshots, so a scrape never waits on the
+database and never sees a half-written result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+from exporter.samples import Family
+
+FAILURE_REASONS = ("timeout", "lock_timeout", "unavailable", "query_error", "busy", "error")
+
+
+@dataclass(frozen=True)
+class ProbeState:
+    """Everything known about one probe at one moment (immutable)."""
+
+    name: str
+    interval_seconds: float
+    timeout_seconds: float
+    runs: int = 0
+    failures: tuple[tuple[str, int], ...] = ()
+    last_success: bool | None = None
+    last_duration_seconds: float | None = None
+    last_failure_reason: str | None = None
+    last_success_wall: float | None = None
+    last_success_monotonic: float | None = None
+    families: tuple[Family, ...] = ()
+    persistent: tuple[Family, ...] = field(default=())
+
+    @property
+    def stale_after_seconds(self) -> float:
+        """Samples older than this are no longer served."""
+        return 2 * self.interval_seconds + self.timeout_seconds
+
+    def fresh(self, now_monotonic: float) -> bool:
+        return (
+            self.last_success_monotonic is not None
+            and now_monotonic - self.last_success_monotonic <= self.stale_after_seconds
+        )
+
+
+class ResultStore:
+    """Thread-safe map of probe name -> :class:`ProbeState`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, ProbeState] = {}
+
+    def register(self, name: str, interval_seconds: float, timeout_seconds: float) -> None:
+        with self._lock:
+            self._states[name] = ProbeState(name, interval_seconds, timeout_seconds)
+
+    def record(
+        self,
+        name: str,
+        *,
+        success: bool,
+        duration_seconds: float,
+        families: list[Family] | None = None,
+        persistent: list[Family] | None = None,
+        reason: str | None = None,
+        wall: float | None = None,
+        monotonic: float | None = None,
+    ) -> None:
+        if not success and reason not in FAILURE_REASONS:
+            raise ValueError(f"unknown failure reason {reason!r}")
+        with self._lock:
+            state = self._states[name]
+            failures = Counter(dict(state.failures))
+            if not success and reason is not None:
+                failures[reason] += 1
+            updates: dict[str, object] = {
+                "runs": state.runs + 1,
+                "failures": tuple(sorted(failures.items())),
+                "last_success": success,
+                "last_duration_seconds": duration_seconds,
+                "last_failure_reason": None if success else reason,
+            }
+            if persistent is not None:
+                updates["persistent"] = tuple(persistent)
+            if success:
+                updates["families"] = tuple(families or ())
+                updates["last_success_wall"] = time.time() if wall is None else wall
+                updates["last_success_monotonic"] = (
+                    time.monotonic() if monotonic is None else monotonic
+                )
+            self._states[name] = replace(state, **updates)  # type: ignore[arg-type]
+
+    def snapshot(self) -> dict[str, ProbeState]:
+        with self._lock:
+            return dict(self._states)
