@@ -1,0 +1,1 @@
+"""Tests of the Grafana dashboards in grafana/ (generator, lint, PromQL, live data)."""
