@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 _URI_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@?#]*:)([^@/?#]*)(@)")
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -28,16 +28,7 @@ def validate_dsn(dsn: str) -> None:
 def mask_dsn(dsn: str) -> str:
     """The DSN with any password replaced by ``****`` (for logs and check-config)."""
     masked = _URI_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), dsn)
-    masked = _KV_PASSWORD.sub(lambda m: m.group(1) + MASK, masked)
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return masked
-    if params.get("password"):
-        params["password"] = MASK
-        if "://" not in dsn:
-            return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
-    return masked
+    return _KV_PASSWORD.sub(lambda m: m.group(1) + MASK, masked)
 
 
 def describe_target(dsn: str) -> str:
