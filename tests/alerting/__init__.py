@@ -1,0 +1,1 @@
+"""Tests of the alert rules, the Alertmanager example and the alerting pipeline."""
