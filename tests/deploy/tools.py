@@ -131,3 +131,33 @@ def _helm_template(
         raise HelmError(f"helm template failed ({proc.returncode}):\n{proc.stderr}")
     docs = tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
     return Rendered(text=proc.stdout, docs=docs)
+
+
+CRD_GROUPS = ("monitoring.coreos.com/",)
+
+
+def is_crd_kind(doc: dict[str, Any]) -> bool:
+    return str(doc.get("apiVersion", "")).startswith(CRD_GROUPS)
+
+
+def kubernetes_validate(
+    docs: Sequence[dict[str, Any]], workdir: Path
+) -> subprocess.CompletedProcess[str]:
+    """``kubernetes-validate --strict`` for KUBERNETES_VERSION over the built-in kinds in docs."""
+    try:
+        import kubernetes_validate  # noqa: F401, PLC0415 - only to tell a missing install apart
+    except ImportError:
+        missing("kubernetes-validate is not installed: pip install kubernetes-validate")
+    manifest = workdir / "manifests.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
+    return run(
+        [
+            sys.executable,
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "--kubernetes-version",
+            KUBERNETES_VERSION,
+            str(manifest),
+        ]
+    )
