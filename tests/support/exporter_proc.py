@@ -157,9 +157,9 @@ class ExporterProcess:
     def wait_value(
         self, name: str, predicate: Any, *, timeout: float, labels: Mapping[str, str] | None = None
     ) -> float:
-        def check() -> float | None:
+        def check() -> bool:
             v = self.value(name, **dict(labels or {}))
-            return v if v is not None and predicate(v) else None
+            return v is not None and bool(predicate(v))
 
         wait_until(check, timeout=timeout, interval=0.2, message=f"{name} {labels or ''}")
         result = self.value(name, **dict(labels or {}))
