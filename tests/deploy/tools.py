@@ -6,6 +6,7 @@ machine that lost its helm, promtool or hadolint cannot pass by skipping.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -110,17 +111,25 @@ def helm_template(
     sets: Sequence[str] = (),
     api_versions: Sequence[str] = (),
 ) -> Rendered:
-    """Render the chart; raise :class:`HelmError` if helm refuses."""
-    return _helm_template(chart, tuple(values), tuple(sets), tuple(api_versions))
+    """Render the chart; raise :class:`HelmError` if helm refuses.
+
+    Results are cached per chart, values *contents*, --set items and API versions; each call
+    gets its own copy of the documents, free to modify.
+    """
+    contents = tuple((path, path.read_bytes()) for path in values)
+    return copy.deepcopy(_helm_template(chart, contents, tuple(sets), tuple(api_versions)))
 
 
 @cache
 def _helm_template(
-    chart: Path, values: tuple[Path, ...], sets: tuple[str, ...], api_versions: tuple[str, ...]
+    chart: Path,
+    values: tuple[tuple[Path, bytes], ...],
+    sets: tuple[str, ...],
+    api_versions: tuple[str, ...],
 ) -> Rendered:
     args = [helm_binary(), "template", RELEASE, str(chart), "--namespace", NAMESPACE]
     args += [f"--kube-version={KUBERNETES_VERSION}"]
-    for path in values:
+    for path, _ in values:
         args += ["--values", str(path)]
     for item in sets:
         args += ["--set", item]
