@@ -31,6 +31,9 @@ log = structlog.get_logger("exporter.scheduler")
 class _RunFlags:
     acquired: bool = False
 
+    def mark_acquired(self) -> None:
+        self.acquired = True
+
 
 @dataclass(frozen=True)
 class ScheduledProbe:
@@ -145,8 +148,9 @@ class Scheduler:
         probe = sp.probe
         lane = self.db.lane(probe.lane)
         try:
-            async with lane.session(sp.settings.statement_timeout_seconds) as session:
-                flags.acquired = True
+            async with lane.session(
+                sp.settings.statement_timeout_seconds, on_acquired=flags.mark_acquired
+            ) as session:
                 families = await probe.collect(session, time.time())
         except DatabaseError as exc:
             if not exc.reached:

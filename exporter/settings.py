@@ -40,6 +40,14 @@ PROBE_NAMES = (
     "slow_queries",
     "scan_lookup",
     "report",
+    "indexes",
+    "plans",
+    "tables",
+    "database",
+    "bloat",
+    "statements",
+    "locks",
+    "migrations",
 )
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
@@ -70,7 +78,29 @@ DEFAULT_PROBES: dict[str, ProbeSettings] = {
     "slow_queries": _probe(1, 2),
     "scan_lookup": _probe(5, 3),
     "report": _probe(15, 10),
+    # issue #3: health and migration signals, cadence by cost (see docs/metrics.md)
+    "indexes": _probe(60, 5),
+    "plans": _probe(60, 10),
+    "tables": _probe(60, 10),
+    "database": _probe(15, 5),
+    "bloat": _probe(600, 30),
+    "statements": _probe(60, 10),
+    "locks": _probe(5, 3),
+    "migrations": _probe(15, 5),
 }
+
+#: The indexes the app's hot queries rely on (schema reference §3-4), checked by name.
+DEFAULT_CRITICAL_INDEXES = (
+    "Scan_dedupe_lookup_idx",
+    "Scan_recent_reports_idx",
+    "Evidence_scan_covering_idx",
+    "Issue_scan_covering_idx",
+    "Scan_slug_key",
+)
+#: Prisma Migrate's advisory lock key (prisma-engines, apply_migrations).
+PRISMA_MIGRATE_LOCK_KEY = 72707369
+
+Identifier = Annotated[str, Field(min_length=1, max_length=63)]
 
 
 class PoolSettings(BaseModel):
@@ -101,6 +131,50 @@ class ScanLookupSettings(BaseModel):
     window_seconds: PositiveSeconds = 900
     sample_size: Annotated[int, Field(ge=1, le=1000)] = 50
     sample_refresh_seconds: PositiveSeconds = 300
+
+
+class TablesSettings(BaseModel):
+    """Which tables get per-table series (``tables`` and ``bloat`` probes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: schemas whose tables are exported; default: ``app_schema`` only
+    schemas: list[Identifier] | None = Field(default=None, min_length=1, max_length=20)
+    #: at most this many tables (the largest by pages) get per-table series
+    max_tables: Annotated[int, Field(ge=1, le=1000)] = 30
+
+
+class StatementsSettings(BaseModel):
+    """The pg_stat_statements probe."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: statements with the most execution time in the last interval
+    top_n: Annotated[int, Field(ge=1, le=200)] = 20
+    #: leave out the exporter's own role (its probes are not app traffic)
+    exclude_own_role: bool = True
+
+
+class BloatSettings(BaseModel):
+    """Bloat estimation: catalog estimate by default, pgstattuple_approx on request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: use pgstattuple_approx() when the extension exists in the database
+    pgstattuple: bool = False
+    #: larger tables keep the catalog estimate (pgstattuple_approx reads pages)
+    pgstattuple_max_table_bytes: Annotated[int, Field(ge=0)] = 1 << 30
+
+
+class MigrationsSettings(BaseModel):
+    """Prisma migrations, index builds and invalid indexes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: Identifier = "_prisma_migrations"
+    advisory_lock_key: Annotated[int, Field(ge=0, lt=1 << 63)] = PRISMA_MIGRATE_LOCK_KEY
+    max_invalid_indexes: Annotated[int, Field(ge=1, le=200)] = 20
+    max_index_builds: Annotated[int, Field(ge=1, le=50)] = 10
 
 
 class Settings(BaseSettings):
@@ -135,6 +209,14 @@ class Settings(BaseSettings):
     probes: dict[str, ProbeSettings] = Field(default_factory=dict)
     pools: list[PoolSettings] = Field(default_factory=list, max_length=50)
     scan_lookup: ScanLookupSettings = Field(default_factory=ScanLookupSettings)
+
+    critical_indexes: list[Identifier] = Field(
+        default_factory=lambda: list(DEFAULT_CRITICAL_INDEXES), max_length=50
+    )
+    tables: TablesSettings = Field(default_factory=TablesSettings)
+    statements: StatementsSettings = Field(default_factory=StatementsSettings)
+    bloat: BloatSettings = Field(default_factory=BloatSettings)
+    migrations: MigrationsSettings = Field(default_factory=MigrationsSettings)
 
     # -- validation ---------------------------------------------------------
     @field_validator("listen_address")
@@ -193,6 +275,10 @@ class Settings(BaseSettings):
     def probe_settings(self) -> dict[str, ProbeSettings]:
         """Every known probe with its effective cadence."""
         return {name: self.probes.get(name, default) for name, default in DEFAULT_PROBES.items()}
+
+    def table_schemas(self) -> list[str]:
+        """Schemas whose tables and indexes the health probes cover."""
+        return list(self.tables.schemas) if self.tables.schemas else [self.app_schema]
 
     def dsn(self) -> str:
         """The database DSN, read from the secret file when configured."""

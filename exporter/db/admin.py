@@ -10,11 +10,14 @@ values and :class:`AdminError`, never driver types.
 SQL text is passed as ``str``: it comes from the package's own files or from
 constants in the calling module. Identifiers and literals that are not
 constants must go through :meth:`AdminConnection.ident` /
-:meth:`AdminConnection.literal` (or :func:`quote_ident`).
+:meth:`AdminConnection.literal`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -199,6 +202,24 @@ class AdminConnection:
     def close(self) -> None:
         self._conn.close()
 
+    def abort(self) -> None:
+        """Shut the connection's socket down; callable from another thread.
+
+        A statement blocked on a server that does not answer (frozen,
+        partitioned) then fails at once with a ``connection_lost`` error in
+        the thread that runs it. The file descriptor stays owned by libpq.
+        """
+        try:
+            fd = self._conn.pgconn.socket
+        except psycopg.Error:
+            return
+        try:
+            dup = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            return
+        with dup, contextlib.suppress(OSError):
+            dup.shutdown(socket.SHUT_RDWR)
+
     def __enter__(self) -> Self:
         return self
 
@@ -253,11 +274,6 @@ def wait_for_server(dsn: str, *, timeout: float = 30.0, interval: float = 0.1) -
             time.sleep(interval)
         else:
             return
-
-
-def quote_ident(name: str) -> str:
-    """A double-quoted identifier (connection-independent)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def dsn_replace(dsn: str, **params: str | None) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -208,9 +208,17 @@ class Lane:
         return conn
 
     @asynccontextmanager
-    async def session(self, statement_timeout_seconds: float) -> AsyncIterator[LaneSession]:
-        """Exclusive use of the lane's connection with the given statement_timeout."""
+    async def session(
+        self, statement_timeout_seconds: float, on_acquired: Callable[[], None] | None = None
+    ) -> AsyncIterator[LaneSession]:
+        """Exclusive use of the lane's connection with the given statement_timeout.
+
+        ``on_acquired`` is called once the lane is ours, before any round trip
+        (so a caller can tell "waited for the lane" from "waited for the server").
+        """
         async with self._lock:
+            if on_acquired is not None:
+                on_acquired()
             conn = await self._ensure_connected()
             clean = False
             try:

@@ -152,38 +152,169 @@ _PLAIN_HOSTS: Final = tuple(h for h in _THIRD_PARTY_HOSTS if not h[2])
 _TRACKER_HOSTS: Final = tuple(h for h in _THIRD_PARTY_HOSTS if h[2])
 
 _POPULAR_SITES: Final[tuple[str, ...]] = (
-    "example.com", "wikipedia.org", "github.com", "nytimes.com", "bbc.co.uk",
-    "theguardian.com", "reddit.com", "stackoverflow.com", "medium.com", "shopify.com",
-    "etsy.com", "ebay.com", "booking.com", "airbnb.com", "spotify.com", "netflix.com",
-    "zoom.us", "slack.com", "notion.so", "figma.com", "dropbox.com", "mozilla.org",
-    "duckduckgo.com", "protonmail.com", "signal.org", "wordpress.com", "substack.com",
-    "cnn.com", "forbes.com", "wired.com", "theverge.com", "techcrunch.com",
-    "arstechnica.com", "imdb.com", "weather.com", "espn.com", "nike.com", "ikea.com",
-    "walmart.com", "target.com", "bestbuy.com", "zalando.de", "spiegel.de", "lemonde.fr",
-    "elpais.com", "corriere.it", "nu.nl", "yle.fi", "abc.net.au", "cbc.ca", "coinbase.com",
-    "kraken.com", "binance.com", "uniswap.org", "opensea.io", "metamask.io", "phantom.app",
-    "solana.com", "ethereum.org", "privacyguides.org",
+    "example.com",
+    "wikipedia.org",
+    "github.com",
+    "nytimes.com",
+    "bbc.co.uk",
+    "theguardian.com",
+    "reddit.com",
+    "stackoverflow.com",
+    "medium.com",
+    "shopify.com",
+    "etsy.com",
+    "ebay.com",
+    "booking.com",
+    "airbnb.com",
+    "spotify.com",
+    "netflix.com",
+    "zoom.us",
+    "slack.com",
+    "notion.so",
+    "figma.com",
+    "dropbox.com",
+    "mozilla.org",
+    "duckduckgo.com",
+    "protonmail.com",
+    "signal.org",
+    "wordpress.com",
+    "substack.com",
+    "cnn.com",
+    "forbes.com",
+    "wired.com",
+    "theverge.com",
+    "techcrunch.com",
+    "arstechnica.com",
+    "imdb.com",
+    "weather.com",
+    "espn.com",
+    "nike.com",
+    "ikea.com",
+    "walmart.com",
+    "target.com",
+    "bestbuy.com",
+    "zalando.de",
+    "spiegel.de",
+    "lemonde.fr",
+    "elpais.com",
+    "corriere.it",
+    "nu.nl",
+    "yle.fi",
+    "abc.net.au",
+    "cbc.ca",
+    "coinbase.com",
+    "kraken.com",
+    "binance.com",
+    "uniswap.org",
+    "opensea.io",
+    "metamask.io",
+    "phantom.app",
+    "solana.com",
+    "ethereum.org",
+    "privacyguides.org",
 )
 _WORDS_A: Final[tuple[str, ...]] = (
-    "blue", "north", "green", "silver", "urban", "happy", "bright", "quiet", "rapid", "clever",
-    "golden", "little", "modern", "wild", "sunny", "cedar", "maple", "river", "stone", "copper",
-    "pixel", "cloud", "ocean", "alpine", "prairie", "harbor", "lunar", "solar", "velvet", "amber",
+    "blue",
+    "north",
+    "green",
+    "silver",
+    "urban",
+    "happy",
+    "bright",
+    "quiet",
+    "rapid",
+    "clever",
+    "golden",
+    "little",
+    "modern",
+    "wild",
+    "sunny",
+    "cedar",
+    "maple",
+    "river",
+    "stone",
+    "copper",
+    "pixel",
+    "cloud",
+    "ocean",
+    "alpine",
+    "prairie",
+    "harbor",
+    "lunar",
+    "solar",
+    "velvet",
+    "amber",
 )
 _WORDS_B: Final[tuple[str, ...]] = (
-    "coffee", "outdoors", "books", "labs", "studio", "garden", "bikes", "kitchen", "travel",
-    "health", "finance", "games", "press", "market", "pets", "design", "homes", "tools",
-    "fitness", "audio", "wallet", "dao", "swap", "news", "shop", "apparel", "academy", "clinic",
-    "legal", "foods",
+    "coffee",
+    "outdoors",
+    "books",
+    "labs",
+    "studio",
+    "garden",
+    "bikes",
+    "kitchen",
+    "travel",
+    "health",
+    "finance",
+    "games",
+    "press",
+    "market",
+    "pets",
+    "design",
+    "homes",
+    "tools",
+    "fitness",
+    "audio",
+    "wallet",
+    "dao",
+    "swap",
+    "news",
+    "shop",
+    "apparel",
+    "academy",
+    "clinic",
+    "legal",
+    "foods",
 )
 _TLDS: Final[tuple[str, ...]] = (
-    "com", "com", "com", "com", "io", "co", "net", "org", "de", "co.uk", "fr", "app", "dev",
+    "com",
+    "com",
+    "com",
+    "com",
+    "io",
+    "co",
+    "net",
+    "org",
+    "de",
+    "co.uk",
+    "fr",
+    "app",
+    "dev",
 )
 _PATHS: Final[tuple[str, ...]] = (
-    "/blog/", "/pricing", "/about", "/contact", "/products/", "/privacy", "/login", "/careers",
+    "/blog/",
+    "/pricing",
+    "/about",
+    "/contact",
+    "/products/",
+    "/privacy",
+    "/login",
+    "/careers",
 )
 _COOKIE_NAMES: Final[tuple[str, ...]] = (
-    "_ga", "_gid", "_fbp", "sessionid", "PHPSESSID", "__cf_bm", "_hjSessionUser", "cart",
-    "locale", "ajs_anonymous_id", "_gcl_au", "csrftoken",
+    "_ga",
+    "_gid",
+    "_fbp",
+    "sessionid",
+    "PHPSESSID",
+    "__cf_bm",
+    "_hjSessionUser",
+    "cart",
+    "locale",
+    "ajs_anonymous_id",
+    "_gcl_au",
+    "csrftoken",
 )
 _NANOID_ALPHABET: Final = string.ascii_letters + string.digits + "_-"
 _BASE36: Final = string.digits + string.ascii_lowercase
@@ -209,7 +340,10 @@ ISSUE_RULES: Final[dict[str, IssueRule]] = {
     r.key: r
     for r in (
         IssueRule(
-            "tracking.trackers", "high", "tracking", 10,
+            "tracking.trackers",
+            "high",
+            "tracking",
+            10,
             "Third-party trackers detected",
             "Remove analytics and advertising tags you do not need, or load them only after"
             " the visitor gives consent.",
@@ -219,7 +353,10 @@ ISSUE_RULES: Final[dict[str, IssueRule]] = {
             "https://www.eff.org/wp/behind-the-one-way-mirror",
         ),
         IssueRule(
-            "tracking.fingerprinting", "high", "tracking", 15,
+            "tracking.fingerprinting",
+            "high",
+            "tracking",
+            15,
             "Browser fingerprinting scripts",
             "Drop fingerprinting libraries; use consented first-party session cookies for"
             " fraud checks instead.",
@@ -229,7 +366,10 @@ ISSUE_RULES: Final[dict[str, IssueRule]] = {
             "https://developer.mozilla.org/en-US/docs/Glossary/Fingerprinting",
         ),
         IssueRule(
-            "security.mixed-content", "high", "security", 18,
+            "security.mixed-content",
+            "high",
+            "security",
+            18,
             "Mixed content on HTTPS pages",
             "Serve every script, style and image over HTTPS and add"
             " upgrade-insecure-requests to the CSP.",
@@ -238,7 +378,10 @@ ISSUE_RULES: Final[dict[str, IssueRule]] = {
             "https://developer.mozilla.org/en-US/docs/Web/Security/Mixed_content",
         ),
         IssueRule(
-            "security.headers", "medium", "security", 20,
+            "security.headers",
+            "medium",
+            "security",
+            20,
             "Security headers missing",
             "Send Content-Security-Policy, Strict-Transport-Security, X-Frame-Options,"
             " X-Content-Type-Options and Referrer-Policy.",
@@ -248,41 +391,48 @@ ISSUE_RULES: Final[dict[str, IssueRule]] = {
             "https://owasp.org/www-project-secure-headers/",
         ),
         IssueRule(
-            "security.tls", "medium", "security", 25,
+            "security.tls",
+            "medium",
+            "security",
+            25,
             "Weak or missing HTTPS",
             "Redirect all HTTP traffic to HTTPS with a valid certificate and enable HSTS.",
-            "Without TLS, form data and cookies travel in clear text and can be tampered"
-            " with.",
+            "Without TLS, form data and cookies travel in clear text and can be tampered with.",
             "Mozilla: Server Side TLS",
             "https://wiki.mozilla.org/Security/Server_Side_TLS",
         ),
         IssueRule(
-            "tracking.third-party", "medium", "tracking", 30,
+            "tracking.third-party",
+            "medium",
+            "tracking",
+            30,
             "Many third-party requests",
-            "Self-host fonts and libraries and remove embeds that are not essential to the"
-            " page.",
+            "Self-host fonts and libraries and remove embeds that are not essential to the page.",
             "Each third-party request shares the visitor's IP address and browsing context"
             " with another company.",
             "web.dev: Third-party JavaScript",
             "https://web.dev/articles/optimizing-content-efficiency-loading-third-party-javascript",
         ),
         IssueRule(
-            "security.cookies", "medium", "security", 35,
+            "security.cookies",
+            "medium",
+            "security",
+            35,
             "Cookies without Secure or SameSite",
-            "Set the Secure, HttpOnly and SameSite attributes on every cookie the site"
-            " issues.",
+            "Set the Secure, HttpOnly and SameSite attributes on every cookie the site issues.",
             "Cookies without these flags can leak over plain HTTP or be sent in cross-site"
             " requests.",
             "MDN: Set-Cookie",
             "https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Set-Cookie",
         ),
         IssueRule(
-            "compliance.policy", "low", "compliance", 60,
+            "compliance.policy",
+            "low",
+            "compliance",
+            60,
             "No privacy policy link",
-            "Link a privacy policy from every page footer that explains what is collected"
-            " and why.",
-            "Visitors and regulators expect a policy describing data collection and"
-            " sharing.",
+            "Link a privacy policy from every page footer that explains what is collected and why.",
+            "Visitors and regulators expect a policy describing data collection and sharing.",
             "GDPR Article 13",
             "https://gdpr-info.eu/art-13-gdpr/",
         ),
@@ -390,7 +540,12 @@ class GeneratedScan:
         """Values in :data:`EVIDENCE_COLUMNS` order."""
         for ev_id, ev in self.evidence:
             yield (
-                ev_id, self.id, ev.kind, ev.severity, ev.title, to_json(ev.details),
+                ev_id,
+                self.id,
+                ev.kind,
+                ev.severity,
+                ev.title,
+                to_json(ev.details),
                 self.evidence_created_at,
             )
 
@@ -399,9 +554,19 @@ class GeneratedScan:
         ts = self.issues_created_at
         for issue_id, iss in self.issues:
             yield (
-                issue_id, self.id, iss.key, iss.severity, iss.category, iss.title, iss.summary,
-                iss.how_to_fix, iss.why_it_matters, to_json(iss.references), iss.sort_weight,
-                ts, ts,
+                issue_id,
+                self.id,
+                iss.key,
+                iss.severity,
+                iss.category,
+                iss.title,
+                iss.summary,
+                iss.how_to_fix,
+                iss.why_it_matters,
+                to_json(iss.references),
+                iss.sort_weight,
+                ts,
+                ts,
             )
 
 
@@ -500,16 +665,21 @@ class DataGenerator:
     and ``now`` produce identical rows.
     """
 
-    def __init__(self, seed: int, *, now: datetime, site_count: int = 2000) -> None:
+    def __init__(
+        self, seed: int, *, now: datetime, site_count: int = 2000, site_seed: int | None = None
+    ) -> None:
         if now.tzinfo is not None:
             raise ValueError("now must be a naive UTC datetime (TIMESTAMP(3) semantics)")
         self.seed = seed
+        # Sites (host pool, popularity, per-site findings) may come from another
+        # seed, so live traffic scans the same sites as the loaded data.
+        self.site_seed = seed if site_seed is None else site_seed
         self.now = ms(now)
         self.rng = random.Random(seed)  # noqa: S311 - reproducible synthetic data
         self._backend_id = IdFactory(self.rng, "bk7q")
         self._worker_id = IdFactory(self.rng, "wk3m")
         self.new_slug = SlugFactory(self.rng)
-        host_rng = random.Random(f"hosts:{seed}")  # noqa: S311
+        host_rng = random.Random(f"hosts:{self.site_seed}")  # noqa: S311
         self.hosts = _site_hosts(site_count, host_rng)
         # Zipf-like popularity: a few sites are scanned over and over.
         self._weights = [1.0 / (rank + 8) ** 1.15 for rank in range(len(self.hosts))]
@@ -519,8 +689,9 @@ class DataGenerator:
             total += w
             self._cum_weights.append(total)
         self._sites: dict[str, _Site] = {}
-        self._ips = [f"{net}.{i}" for net in ("192.0.2", "198.51.100", "203.0.113") for i in
-                     range(1, 255)]
+        self._ips = [
+            f"{net}.{i}" for net in ("192.0.2", "198.51.100", "203.0.113") for i in range(1, 255)
+        ]
         self.user_ids: list[str] = []
 
     # -- ids ------------------------------------------------------------
@@ -540,7 +711,7 @@ class DataGenerator:
         return site
 
     def _make_site(self, host: str) -> _Site:
-        r = random.Random(f"site:{self.seed}:{host}")  # noqa: S311
+        r = random.Random(f"site:{self.site_seed}:{host}")  # noqa: S311
         https = r.random() >= 0.06
         pages = r.choices((1, 2, 3, 4, 5, 6, 8, 10), weights=(44, 18, 12, 9, 6, 5, 3, 3))[0]
         n_missing = r.choices((0, 1, 2, 3, 4, 5), weights=(14, 24, 28, 20, 9, 5))[0]
@@ -553,8 +724,14 @@ class DataGenerator:
         extra = max(0, int(r.paretovariate(1.6) * 3) - 12)  # ad-tech and image CDN shards
         for i in range(min(extra, 250)):
             root = r.choice(("adnxs.com", "doubleclick.net", "akamaihd.net", "cloudfront.net"))
-            third.append((f"s{i}-{r.randrange(10_000)}.{root}", root,
-                          root in {"adnxs.com", "doubleclick.net"}, False))
+            third.append(
+                (
+                    f"s{i}-{r.randrange(10_000)}.{root}",
+                    root,
+                    root in {"adnxs.com", "doubleclick.net"},
+                    False,
+                )
+            )
         fingerprint = r.choices((0.0, 0.2, 0.6), weights=(86, 9, 5))[0]
         return _Site(
             host=("www." + host) if r.random() < 0.4 else host,
@@ -625,7 +802,9 @@ class DataGenerator:
                 value = f"{r.getrandbits(48):x}"
                 evidence.append(
                     Evidence(
-                        "cookie", 2, "Cookie lacks Secure/SameSite",
+                        "cookie",
+                        2,
+                        "Cookie lacks Secure/SameSite",
                         {"cookie": f"{name}={value}; Path=/; Max-Age=31536000"},
                     )
                 )
@@ -635,21 +814,30 @@ class DataGenerator:
         if site.policy:
             scheme = "https" if site.https else "http"
             evidence.append(
-                Evidence("policy", 1, "Privacy policy link detected",
-                         {"href": f"{scheme}://{site.host}/privacy"})
+                Evidence(
+                    "policy",
+                    1,
+                    "Privacy policy link detected",
+                    {"href": f"{scheme}://{site.host}/privacy"},
+                )
             )
         third = [tp for tp in site.third_parties if r.random() < 0.93]
         trackers: dict[str, bool] = {}
         for tp_host, root, is_tracker, fp in third:
             evidence.append(
-                Evidence("thirdparty", 2, f"Third-party request: {tp_host}",
-                         {"domain": tp_host, "root": root, "fingerprinting": fp})
+                Evidence(
+                    "thirdparty",
+                    2,
+                    f"Third-party request: {tp_host}",
+                    {"domain": tp_host, "root": root, "fingerprinting": fp},
+                )
             )
             if is_tracker:
                 trackers[root] = trackers.get(root, False) or fp
         evidence.extend(
-            Evidence("tracker", 3, f"Tracker matched: {root}",
-                     {"domain": root, "fingerprinting": fp})
+            Evidence(
+                "tracker", 3, f"Tracker matched: {root}", {"domain": root, "fingerprinting": fp}
+            )
             for root, fp in trackers.items()
         )
         fingerprint_rows = sum(r.random() < site.fingerprint_pages for _ in range(pages))
@@ -725,21 +913,33 @@ class DataGenerator:
             noun = "domain loads" if trackers == 1 else "domains load"
             hits.append(("tracking.trackers", f"{trackers} tracking {noun} on the page.", None))
         if fingerprint_rows >= 3:
-            hits.append(("tracking.fingerprinting",
-                         f"Fingerprinting signals on {fingerprint_rows} pages.", None))
+            hits.append(
+                (
+                    "tracking.fingerprinting",
+                    f"Fingerprinting signals on {fingerprint_rows} pages.",
+                    None,
+                )
+            )
         if mixed:
             hits.append(("security.mixed-content", "Some resources load over plain HTTP.", None))
         if missing:
             hits.append(("security.headers", f"{missing} recommended headers are not sent.", None))
         if grade != "A":
-            hits.append(("security.tls", f"TLS grade {grade}: the site is served over HTTP.",
-                         "high" if grade == "F" else None))
+            hits.append(
+                (
+                    "security.tls",
+                    f"TLS grade {grade}: the site is served over HTTP.",
+                    "high" if grade == "F" else None,
+                )
+            )
         if third_party > 5:
-            hits.append(("tracking.third-party",
-                         f"Requests go to {third_party} third-party domains.", None))
+            hits.append(
+                ("tracking.third-party", f"Requests go to {third_party} third-party domains.", None)
+            )
         if cookie_rows:
-            hits.append(("security.cookies",
-                         f"{cookie_rows} cookies lack Secure or SameSite.", None))
+            hits.append(
+                ("security.cookies", f"{cookie_rows} cookies lack Secure or SameSite.", None)
+            )
         if not policy:
             hits.append(("compliance.policy", "No link to a privacy policy was found.", None))
         issues = []
@@ -825,8 +1025,10 @@ class DataGenerator:
             return scan
         if status == "error":
             timeout = r.random() < 0.5
-            scan.finished_at = ms(scan.started_at + timedelta(
-                milliseconds=60_000 if timeout else r.randint(800, 9000)))
+            scan.finished_at = ms(
+                scan.started_at
+                + timedelta(milliseconds=60_000 if timeout else r.randint(800, 9000))
+            )
             scan.summary = ERROR_SUMMARIES[0] if timeout else r.choice(ERROR_SUMMARIES[1:])
             scan.progress = r.choice((10, 20, 30, 70))
             scan.updated_at = scan.finished_at
@@ -888,8 +1090,11 @@ class DataGenerator:
         fetched = ms(self.now - timedelta(days=3))
         lists: Sequence[tuple[str, str, object]] = (
             ("easyprivacy", "demo-1", {"domains": trackers[:8]}),
-            ("whotracks", "demo-1", {"domains": trackers[8:14],
-                                      "categories": {"analytics": trackers[8:11]}}),
+            (
+                "whotracks",
+                "demo-1",
+                {"domains": trackers[8:14], "categories": {"analytics": trackers[8:11]}},
+            ),
             ("psl", "public-1", {"suffixes": ["com", "net", "org", "co.uk", "io", "app"]}),
         )
         return [
