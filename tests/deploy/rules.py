@@ -65,13 +65,12 @@ def real_rules_source() -> RulesSource | None:
     )
 
 
-SAMPLE_THRESHOLDS = {"exporter_down_for": "5m", "scan_lookup_p95_seconds": 0.1}
 SAMPLE_TEMPLATE = """\
 groups:
   - name: gecko-sample
     rules:
       - alert: GeckoExporterDown
-        expr: gecko_up == 0
+        expr: up{job="gecko-exporter"} == 0
         for: {{ .Values.prometheusRule.thresholds.exporterDownFor }}
         labels:
           severity: critical
@@ -79,33 +78,31 @@ groups:
           summary: "gecko_up is {{ `{{ $value }}` }} on {{ `{{ $labels.instance }}` }}"
       - alert: GeckoScanLookupSlow
         expr: >-
-          histogram_quantile(0.95,
+          histogram_quantile(0.99,
           sum by (le) (rate(gecko_scan_lookup_duration_seconds_bucket[5m])))
-          > {{ .Values.prometheusRule.thresholds.scanLookupP95Seconds }}
-        for: 10m
+          > {{ .Values.prometheusRule.thresholds.scanLookupSeconds }}
+        for: {{ .Values.prometheusRule.thresholds.scanLookupFor }}
         labels:
           severity: warning
         annotations:
-          summary: "p95 scan lookup {{ `{{ $value | humanizeDuration }}` }}"
+          summary: "p99 scan lookup {{ `{{ $value | humanizeDuration }}` }}"
 """
+_VALUE_REF = re.compile(r"\{\{ \.Values\.prometheusRule\.thresholds\.(\w+) \}\}")
 
 
 def sample_rules(chart_copy: Path) -> RulesSource:
-    """Put a sample rules template into a copy of the chart, with matching default thresholds."""
-    thresholds = {camel(k): v for k, v in SAMPLE_THRESHOLDS.items()}
+    """Put a sample rules template into a copy of the chart; the concrete rules expected from
+    it are derived with the chart's default thresholds."""
     (chart_copy / RULES_TEMPLATE).parent.mkdir(exist_ok=True)
     (chart_copy / RULES_TEMPLATE).write_text(SAMPLE_TEMPLATE, encoding="utf-8")
-    values_path = chart_copy / "values.yaml"
-    values = yaml.safe_load(values_path.read_text(encoding="utf-8"))
-    values["prometheusRule"]["thresholds"] = thresholds
-    values_path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    values = yaml.safe_load((chart_copy / "values.yaml").read_text(encoding="utf-8"))
+    defaults = values["prometheusRule"]["thresholds"]
+    used = set(_VALUE_REF.findall(SAMPLE_TEMPLATE))
     concrete = re.sub(r"\{\{ `(.*?)` \}\}", r"\1", SAMPLE_TEMPLATE)
-    concrete = concrete.replace(
-        "{{ .Values.prometheusRule.thresholds.exporterDownFor }}", "5m"
-    ).replace("{{ .Values.prometheusRule.thresholds.scanLookupP95Seconds }}", "0.1")
+    concrete = _VALUE_REF.sub(lambda m: str(defaults[m.group(1)]), concrete)
     return RulesSource(
         chart=chart_copy,
-        thresholds=thresholds,
+        thresholds={key: defaults[key] for key in sorted(used)},
         groups=yaml.safe_load(concrete)["groups"],
         sample=True,
     )

@@ -101,8 +101,16 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"readinessProbe": {"httpGet": {"path": "/"}}},
     ),
     "threshold-type": (
-        {"prometheusRule": {"thresholds": {}}},
-        {"prometheusRule": {"thresholds": {"x": [1]}}},
+        {"prometheusRule": {"thresholds": {"scanLookupSeconds": 0.25}}},
+        {"prometheusRule": {"thresholds": {"scanLookupSeconds": "fast"}}},
+    ),
+    "threshold-duration": (
+        {"prometheusRule": {"thresholds": {"scanLookupFor": "15m"}}},
+        {"prometheusRule": {"thresholds": {"scanLookupFor": 15}}},
+    ),
+    "threshold-unknown-key": (
+        {"prometheusRule": {"thresholds": {"scanLookupSeconds": 0.25}}},
+        {"prometheusRule": {"thresholds": {"scanLookupSecs": 0.25}}},
     ),
 }
 

@@ -56,7 +56,8 @@ def find_tool(name: str, env_var: str, extra: Iterable[Path] = ()) -> str | None
 def require_tool(name: str, env_var: str, hint: str, extra: Iterable[Path] = ()) -> str:
     path = find_tool(name, env_var, extra)
     if path is None:
-        missing(f"{name} not found (${env_var}, PATH): {hint}")
+        places = ", ".join([f"${env_var}", *(str(p) for p in extra), "PATH"])
+        missing(f"{name} not found ({places}): {hint}")
         raise AssertionError("unreachable")  # pragma: no cover - missing() raises
     return path
 
