@@ -40,19 +40,36 @@ class ProgressBar(Protocol):
     ) -> None: ...
 
 
+class _NoBar:
+    """Stands in for tqdm when progress is off (a disabled tqdm leaks its monitor thread)."""
+
+    def update(self, n: int = 1) -> object:
+        return None
+
+    def set_postfix(self, *, refresh: bool = True, **kwargs: object) -> None:
+        return None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
 def progress_bar(*, total: int, desc: str, unit: str, enabled: bool) -> ProgressBar:
-    """A tqdm progress bar on stderr (a silent one when ``enabled`` is false)."""
-    tqdm_cls = importlib.import_module("tqdm").tqdm
+    """A tqdm progress bar on stderr, or a silent stand-in when ``enabled`` is false."""
+    if not enabled:
+        return _NoBar()
+    # A subclass without tqdm's monitor thread, which would outlive the bar.
+    bar_cls = type("DemoProgress", (importlib.import_module("tqdm").tqdm,), {"monitor_interval": 0})
     return cast(
         "ProgressBar",
-        tqdm_cls(
-            total=total,
-            desc=desc,
-            unit=unit,
-            file=sys.stderr,
-            disable=not enabled,
-            dynamic_ncols=True,
-        ),
+        bar_cls(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True),
     )
 
 

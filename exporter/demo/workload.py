@@ -149,7 +149,7 @@ class Workload:
         *,
         application_name: str = BACKEND_APP,
         worker_application_name: str = WORKER_APP,
-        rate_per_second: float = 4.0,
+        rate_per_second: float = 6.0,
         seed: int | None = None,
         data_seed: int = 1,
         backend_threads: int = 3,
