@@ -430,3 +430,18 @@ def test_notes_name_every_exporter_and_missing_monitoring(notes_chart: Path) -> 
     default = _notes(notes_chart, None)
     assert "no ServiceMonitor was rendered" in default
     assert "no PrometheusRule was rendered" in default
+
+
+def test_release_selector_labels_win_over_shared_labels(chart: Path) -> None:
+    rendered = render(
+        chart,
+        EXISTING,
+        sets=("labels.release=shared", "podLabels.release=pod"),
+    )
+    (monitor,) = rendered.of_kind("ServiceMonitor")
+    (rule,) = rendered.of_kind("PrometheusRule")
+    (deployment,) = rendered.of_kind("Deployment")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert deployment["metadata"]["labels"]["release"] == "shared"
+    assert deployment["spec"]["template"]["metadata"]["labels"]["release"] == "shared"
