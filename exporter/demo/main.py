@@ -1,0 +1,230 @@
+"""``gecko-exporter demo``: a throwaway Gecko Advisor database with the exporter on it.
+
+Starts a local PostgreSQL (the bundled 18 or the machine's packages), creates
+the app schema, roles and extensions, loads synthetic data, runs app-like
+traffic and serves the exporter until SIGINT/SIGTERM. Everything it started
+(threads, the exporter, the server and its files) is gone when it returns.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from types import FrameType
+from typing import Final, TextIO
+
+import structlog
+
+from exporter.db import admin
+from exporter.demo import schema, seed
+from exporter.demo.cluster import ServerBinaries, running_cluster
+from exporter.demo.workload import BACKEND_APP, WORKER_APP, Workload
+from exporter.errors import ExporterError
+
+log = structlog.get_logger()
+
+DATABASE: Final = "privacy"  # the name used by the app's deployed compose files
+APP_ROLE: Final = "gecko_app"
+MONITOR_ROLE: Final = "gecko_monitor"
+EXIT_OK: Final = 0
+EXIT_INTERRUPTED: Final = 130
+_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+
+_Handler = Callable[[int, FrameType | None], object] | int | None
+
+
+class DemoError(ExporterError):
+    """The demo could not be set up (missing binaries, port in use, ...)."""
+
+
+def select_binaries(pg_major: int | None) -> ServerBinaries:
+    """The bundled server, or the machine's ``postgresql-<major>`` packages."""
+    embedded = ServerBinaries.embedded()
+    if pg_major is None or embedded.major == pg_major:
+        return embedded
+    system = ServerBinaries.system(pg_major)
+    if system is None:
+        raise DemoError(
+            f"PostgreSQL {pg_major} binaries are not installed "
+            f"(expected /usr/lib/postgresql/{pg_major}/bin; the bundled server is "
+            f"{embedded.major})"
+        )
+    return system
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail before the slow setup when the exporter's port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise DemoError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    del frame
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _note_signal(signum: int, frame: FrameType | None) -> None:
+    del frame
+    log.info("demo.already_stopping", signal=signal.Signals(signum).name)
+
+
+@contextmanager
+def _signal_handlers() -> Iterator[Callable[[Callable[[int, FrameType | None], None]], None]]:
+    """Install handlers for SIGINT/SIGTERM; restore the previous ones on exit.
+
+    Yields a function that switches both signals to another handler. Does
+    nothing off the main thread (Python only delivers signals there).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda handler: None
+        return
+    previous: dict[int, _Handler] = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+
+    def install(handler: Callable[[int, FrameType | None], None]) -> None:
+        for sig in _SIGNALS:
+            signal.signal(sig, handler)
+
+    install(_raise_interrupt)
+    try:
+        yield install
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _banner(
+    out: TextIO,
+    *,
+    url: str,
+    monitor_dsn: str,
+    app_dsn: str,
+    major: int,
+    scans: int,
+    variant: str,
+    traffic: Workload | None,
+) -> None:
+    lines = [
+        "",
+        f"Gecko Advisor demo: PostgreSQL {major}, {scans} scans, {variant} schema",
+        f"  metrics    {url}/metrics",
+        f"  liveness   {url}/healthz",
+        f"  readiness  {url}/readyz",
+        f"  exporter   {admin.dsn_without_password(monitor_dsn)}",
+        f"  app        {admin.dsn_without_password(app_dsn)}",
+        "  (passwords are random and not shown)",
+    ]
+    if traffic is not None:
+        lines.append(
+            f"  workload   ~{traffic.rate_per_second:g} requests/s as {traffic.application_name}"
+            f" and {traffic.worker_application_name}"
+        )
+    lines += ["Press Ctrl-C to stop.", ""]
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+def _stop_workload(traffic: Workload) -> None:
+    if not traffic.stop(timeout=15):
+        log.error("demo.workload_threads_left")
+
+
+def run_demo(
+    *,
+    scans: int,
+    port: int,
+    listen_host: str = "127.0.0.1",
+    pg_major: int | None = None,
+    workload: bool = True,
+    log_format: str = "console",
+    variant: schema.Variant = "incremental",
+    seed_value: int = 1,
+    out: TextIO | None = None,
+) -> int:
+    """Run the demo until SIGINT/SIGTERM; return the process exit code.
+
+    ``variant`` picks the schema install (``incremental``: the live stage
+    database, the default; ``fresh``: a new install). Setup failures raise
+    :class:`DemoError` (or another :class:`ExporterError`) after cleanup.
+    """
+    from exporter.app import ExporterApp  # noqa: PLC0415 - the heavy part, loaded on use
+    from exporter.settings import Settings  # noqa: PLC0415
+
+    if scans < 1:
+        raise DemoError("scans must be at least 1")
+    stream = out if out is not None else sys.stdout
+    binaries = select_binaries(pg_major)
+    check_port_free(listen_host, port)
+    with _signal_handlers() as switch_signals, ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(running_cluster(binaries))
+            # unwinds first: a second Ctrl-C must not interrupt the cleanup below it
+            stack.callback(switch_signals, _note_signal)
+            log.info("demo.server_started", port=cluster.port, major=binaries.major)
+            app_dsn = schema.create_app_database(
+                cluster.dsn(), dbname=DATABASE, owner=APP_ROLE, password=secrets.token_urlsafe(18)
+            )
+            superuser_dsn = cluster.dsn(DATABASE)
+            schema.ensure_extensions(superuser_dsn)
+            schema.create_schema(app_dsn, variant)
+            monitor_password = secrets.token_urlsafe(18)
+            schema.create_monitor_role(superuser_dsn, MONITOR_ROLE, password=monitor_password)
+            monitor_dsn = admin.dsn_replace(
+                superuser_dsn, user=MONITOR_ROLE, password=monitor_password
+            )
+            seed.load_data(app_dsn, scans=scans, seed=seed_value, progress=True)
+
+            settings = Settings.from_sources(
+                overrides={
+                    "database_url": monitor_dsn,
+                    "listen_address": f"{listen_host}:{port}",
+                    "log_format": log_format,
+                    "pools": [
+                        {"name": "backend", "application_name": BACKEND_APP, "size": 10},
+                        {"name": "worker", "application_name": WORKER_APP, "size": 5},
+                    ],
+                }
+            )
+            try:
+                app = ExporterApp(settings)
+            except OSError as exc:
+                raise DemoError(
+                    f"cannot listen on {listen_host}:{port} ({exc.strerror or exc})"
+                ) from None
+            stack.callback(app.stop)
+            traffic = (
+                Workload(app_dsn, seed=seed_value + 1, data_seed=seed_value) if workload else None
+            )
+            if traffic is not None:
+                stack.callback(_stop_workload, traffic)  # stopped before the exporter
+                traffic.start()
+            app.start()
+            _banner(
+                stream,
+                url=app.url,
+                monitor_dsn=monitor_dsn,
+                app_dsn=app_dsn,
+                major=binaries.major,
+                scans=scans,
+                variant=variant,
+                traffic=traffic,
+            )
+            app.wait_for_signal()  # installs its own SIGINT/SIGTERM handlers
+            switch_signals(_note_signal)
+            log.info("demo.stopping")
+        except KeyboardInterrupt:
+            # a signal during setup, before the exporter took over
+            switch_signals(_note_signal)
+            log.info("demo.interrupted")
+            return EXIT_INTERRUPTED
+    log.info("demo.stopped")
+    return EXIT_OK
