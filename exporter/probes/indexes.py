@@ -8,7 +8,7 @@ Advisor define the same indexes differently (partial or not), so comparing
 Everything is read from the catalogs and the statistics functions, without
 opening the relations: ``pg_relation_size()`` takes an ACCESS SHARE lock that
 would queue behind a migration's ACCESS EXCLUSIVE request, so the size is
-``pg_class.relpages × block_size`` instead (maintained by CREATE INDEX, VACUUM
+``pg_class.relpages x block_size`` instead (maintained by CREATE INDEX, VACUUM
 and ANALYZE; it lags between them, which is fine for a size trend).
 """
 

@@ -186,7 +186,7 @@ def plan_root(explain_output: Any) -> dict[str, Any]:
     if isinstance(doc, list):
         doc = doc[0]
     if not isinstance(doc, dict) or not isinstance(doc.get("Plan"), dict):
-        raise ValueError("not EXPLAIN (FORMAT JSON) output")
+        raise TypeError("not EXPLAIN (FORMAT JSON) output")
     root: dict[str, Any] = doc["Plan"]
     return root
 

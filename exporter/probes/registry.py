@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from exporter.probes.base import Probe
+from exporter.probes.bloat import BloatProbe
 from exporter.probes.connections import ConnectionsProbe, PoolMatcher
+from exporter.probes.database import DatabaseProbe
+from exporter.probes.indexes import IndexesProbe
 from exporter.probes.latency import ReportProbe, ScanLookupProbe
+from exporter.probes.locks import LocksProbe
+from exporter.probes.migrations import MigrationsProbe
+from exporter.probes.plans import PlansProbe
 from exporter.probes.sampling import RecentScanSampler
 from exporter.probes.server import ServerProbe
 from exporter.probes.slow_queries import SlowQueriesProbe
+from exporter.probes.statements import StatementsProbe
+from exporter.probes.tables import TablesProbe
 from exporter.settings import Settings
 
 
@@ -35,4 +43,45 @@ def build_probes(settings: Settings) -> list[Probe]:
         ),
         ScanLookupProbe(settings.app_schema, sampler, window_seconds=lookup.window_seconds),
         ReportProbe(settings.app_schema, sampler),
+        *build_health_probes(settings),
+    ]
+
+
+def build_health_probes(settings: Settings) -> list[Probe]:
+    """The database health and migration-safety probes (issue #3)."""
+    schema = settings.app_schema
+    schemas = settings.table_schemas()
+    lookup = settings.scan_lookup
+    # its own one-scan sample: the plan check explains with the most recent done scan
+    plan_sampler = RecentScanSampler(
+        schema,
+        sample_size=1,
+        refresh_seconds=lookup.sample_refresh_seconds,
+        configured_inputs=lookup.inputs,
+    )
+    tables, bloat, migrations = settings.tables, settings.bloat, settings.migrations
+    return [
+        IndexesProbe(schema, settings.critical_indexes),
+        PlansProbe(schema, plan_sampler, window_seconds=lookup.window_seconds),
+        TablesProbe(schemas, max_tables=tables.max_tables, default_schema=schema),
+        DatabaseProbe(),
+        BloatProbe(
+            schemas,
+            max_tables=tables.max_tables,
+            default_schema=schema,
+            pgstattuple=bloat.pgstattuple,
+            pgstattuple_max_table_bytes=bloat.pgstattuple_max_table_bytes,
+        ),
+        StatementsProbe(
+            settings.statements.top_n, exclude_own_role=settings.statements.exclude_own_role
+        ),
+        LocksProbe(settings.application_name),
+        MigrationsProbe(
+            schema,
+            schemas,
+            table=migrations.table,
+            advisory_lock_key=migrations.advisory_lock_key,
+            max_invalid_indexes=migrations.max_invalid_indexes,
+            max_index_builds=migrations.max_index_builds,
+        ),
     ]
