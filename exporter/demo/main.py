@@ -18,11 +18,12 @@ from contextlib import ExitStack, contextmanager
 from types import FrameType
 from typing import Final, TextIO
 
+import psutil  # type: ignore[import-untyped]
 import structlog
 
 from exporter.db import admin
 from exporter.demo import schema, seed
-from exporter.demo.cluster import ServerBinaries, running_cluster
+from exporter.demo.cluster import LocalCluster, ServerBinaries, running_cluster
 from exporter.demo.workload import BACKEND_APP, WORKER_APP, Workload
 from exporter.errors import ExporterError
 
@@ -66,6 +67,22 @@ def check_port_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             raise DemoError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
+def stop_server(cluster: LocalCluster, *, attempts: int = 3) -> None:
+    """Stop the server ("fast": sessions are ended, nothing is left running).
+
+    ``LocalCluster.stop`` signals every server process first; one that exits
+    meanwhile (a backend closing) raises ``NoSuchProcess``: try again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            cluster.stop(mode="fast")
+        except psutil.NoSuchProcess:
+            if attempt == attempts:
+                raise
+        else:
+            return
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -167,6 +184,7 @@ def run_demo(
     with _signal_handlers() as switch_signals, ExitStack() as stack:
         try:
             cluster = stack.enter_context(running_cluster(binaries))
+            stack.callback(stop_server, cluster)  # before running_cluster deletes its files
             # unwinds first: a second Ctrl-C must not interrupt the cleanup below it
             stack.callback(switch_signals, _note_signal)
             log.info("demo.server_started", port=cluster.port, major=binaries.major)
