@@ -12,7 +12,7 @@ import structlog
 from exporter import __version__
 from exporter.db.dsn import describe_target
 from exporter.db.session import Database, SessionOptions
-from exporter.metrics import StoreCollector, build_registry
+from exporter.metrics import ExpositionCache, StoreCollector, build_registry
 from exporter.probes.registry import build_probes
 from exporter.scheduler import ScheduledProbe, Scheduler
 from exporter.server import HttpServer, make_wsgi_app
@@ -55,7 +55,10 @@ class ExporterApp:
         self.registry = build_registry(self.collector)
         host, port = settings.listen()
         self.target = describe_target(self._dsn)
-        self.http = HttpServer(host, port, make_wsgi_app(self.registry, self.ready, self.target))
+        cache = ExpositionCache(self.store, self.collector)
+        self.http = HttpServer(
+            host, port, make_wsgi_app(self.registry, self.ready, self.target, cache)
+        )
         self._host = host
         self._stop = threading.Event()
         self._started = False

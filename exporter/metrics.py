@@ -7,6 +7,7 @@ Nothing here touches the database: values come from the latest probe samples.
 from __future__ import annotations
 
 import platform
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -160,3 +161,41 @@ def build_registry(collector: StoreCollector) -> CollectorRegistry:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+class ExpositionCache:
+    """Reuses the rendered exposition while nothing it depends on has changed.
+
+    Concurrent or repeated scrapes between two probe runs get the same bytes
+    instead of re-rendering every sample; the output is at most ``max_age``
+    seconds old (process metrics such as RSS and CPU stay current).
+    """
+
+    def __init__(
+        self,
+        store: ResultStore,
+        collector: StoreCollector,
+        *,
+        max_age: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.collector = collector
+        self.max_age = max_age
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[tuple[int, bool], float, bytes]] = {}
+
+    def render(self, kind: str, produce: Callable[[], bytes]) -> bytes:
+        now = self.clock()
+        key = (
+            self.store.version,
+            self.collector.health.up(self.collector.up_stale_seconds, now),
+        )
+        with self._lock:
+            hit = self._cache.get(kind)
+            if hit is not None and hit[0] == key and now - hit[1] < self.max_age:
+                return hit[2]
+            body = produce()
+            self._cache[kind] = (key, now, body)
+            return body

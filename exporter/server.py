@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder
 
 from exporter import __version__
+from exporter.metrics import ExpositionCache
 
 ReadyCheck = Callable[[], tuple[bool, str]]
 StartResponse = Callable[..., Any]
@@ -39,7 +40,10 @@ class _IPv6Server(ThreadingWSGIServer):
 
 
 def make_wsgi_app(
-    registry: CollectorRegistry, ready: ReadyCheck, target: str
+    registry: CollectorRegistry,
+    ready: ReadyCheck,
+    target: str,
+    cache: ExpositionCache | None = None,
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     landing = LANDING.format(version=__version__, target=html.escape(target)).encode()
 
@@ -51,7 +55,10 @@ def make_wsgi_app(
             return [b"method not allowed\n"]
         if path == "/metrics":
             encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-            body = encoder(registry)
+            if cache is None:
+                body = encoder(registry)
+            else:
+                body = cache.render(content_type, lambda: encoder(registry))
             start_response("200 OK", [("Content-Type", content_type)])
             return [body]
         if path == "/healthz":

@@ -52,6 +52,12 @@ class ResultStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._states: dict[str, ProbeState] = {}
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        """Incremented on every write (lets renderers reuse unchanged output)."""
+        return self._version
 
     def register(self, name: str, interval_seconds: float, timeout_seconds: float) -> None:
         with self._lock:
@@ -92,6 +98,7 @@ class ResultStore:
                     time.monotonic() if monotonic is None else monotonic
                 )
             self._states[name] = replace(state, **updates)  # type: ignore[arg-type]
+            self._version += 1
 
     def snapshot(self) -> dict[str, ProbeState]:
         with self._lock:

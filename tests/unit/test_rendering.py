@@ -97,3 +97,24 @@ def test_output_passes_promtool() -> None:
     res = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True,
                          check=False)  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_exposition_cache_reuses_until_store_changes() -> None:
+    from exporter.metrics import ExpositionCache  # noqa: PLC0415
+
+    clock = Clock()
+    store, _, collector = make(clock)
+    cache = ExpositionCache(store, collector, max_age=1.0, clock=clock)
+    calls: list[int] = []
+
+    def produce() -> bytes:
+        calls.append(1)
+        return str(len(calls)).encode()
+
+    assert cache.render("text", produce) == b"1"
+    assert cache.render("text", produce) == b"1"  # unchanged store: reused
+    store.record("scan_lookup", success=False, duration_seconds=0.1, reason="busy")
+    assert cache.render("text", produce) == b"2"  # a probe wrote: re-rendered
+    clock.now += 1.5
+    assert cache.render("text", produce) == b"3"  # older than max_age: re-rendered
+    assert cache.render("openmetrics", produce) == b"4"  # per content type
