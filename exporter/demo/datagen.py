@@ -316,6 +316,10 @@ _COOKIE_NAMES: Final[tuple[str, ...]] = (
     "_gcl_au",
     "csrftoken",
 )
+_PSL_SAMPLE: Final = [
+    "com", "net", "org", "io", "app", "dev", "de", "fr", "co.uk", "org.uk", "com.au",
+    "co.jp", "github.io", "herokuapp.com", "blogspot.com",
+]  # fmt: skip
 _NANOID_ALPHABET: Final = string.ascii_letters + string.digits + "_-"
 _BASE36: Final = string.digits + string.ascii_lowercase
 _BASE36_PAIRS: Final = tuple(a + b for a in _BASE36 for b in _BASE36)
@@ -1095,7 +1099,7 @@ class DataGenerator:
                 "demo-1",
                 {"domains": trackers[8:14], "categories": {"analytics": trackers[8:11]}},
             ),
-            ("psl", "public-1", {"suffixes": ["com", "net", "org", "co.uk", "io", "app"]}),
+            ("psl", "public-1", {"suffixes": _PSL_SAMPLE, "wildcards": ["*.ck", "*.bd"]}),
         )
         return [
             (self.new_scan_id(fetched), source, version, fetched, to_json(data))
