@@ -1,0 +1,1 @@
+"""gecko-exporter's Prometheus alerting: rule generator, thresholds, rule tests, runbooks."""
