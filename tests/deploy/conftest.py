@@ -1,16 +1,15 @@
-"""Fixtures of the chart tests: the chart to render, with the project's alert rules."""
+"""Fixtures of the chart tests."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.deploy.rules import RulesSource, real_rules_source, sample_rules
+from tests.deploy.rules import RULES_TEMPLATE, THRESHOLDS, concrete_groups, load_thresholds
 from tests.deploy.tools import CHART, helm_binary, promtool_binary
 
 
@@ -25,24 +24,31 @@ def promtool() -> str:
 
 
 @pytest.fixture(scope="session")
-def rules(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RulesSource]:
-    """The chart with the alert rules from alert_rules/ (via files/prometheus-rules.yaml).
-
-    Until the generator's output is committed, a copy of the chart with a small sample rules
-    file and matching thresholds stands in, so the templates and checks can be exercised.
-    """
-    real = real_rules_source()
-    if real is not None:
-        yield real
-        return
-    copy = tmp_path_factory.mktemp("chart") / CHART.name
-    shutil.copytree(CHART, copy, symlinks=False)
-    yield sample_rules(copy)
+def chart() -> Path:
+    """The chart, complete with the generated alert rules it renders."""
+    assert RULES_TEMPLATE.is_file(), (
+        f"{RULES_TEMPLATE.relative_to(CHART)} is missing: run `python -m alert_rules.generate`"
+    )
+    return CHART
 
 
 @pytest.fixture(scope="session")
-def chart(rules: RulesSource) -> Path:
-    return rules.chart
+def thresholds() -> dict[str, Any]:
+    return load_thresholds(THRESHOLDS)
+
+
+@pytest.fixture(scope="session")
+def alert_rule_groups() -> list[dict[str, Any]]:
+    groups = concrete_groups()
+    assert groups, "alert_rules/ has Prometheus rule files"
+    return groups
+
+
+@pytest.fixture(scope="session")
+def default_values() -> dict[str, Any]:
+    data = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
 
 
 NOTES_PROBE = """\
@@ -63,10 +69,3 @@ def notes_chart(chart: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(chart, copy, symlinks=False)
     (copy / "templates" / "zz-rendered-notes.yaml").write_text(NOTES_PROBE, encoding="utf-8")
     return copy
-
-
-@pytest.fixture(scope="session")
-def default_values() -> dict[str, Any]:
-    data = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
-    assert isinstance(data, dict)
-    return data

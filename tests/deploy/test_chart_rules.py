@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.deploy.rules import THRESHOLDS, RulesSource, load_thresholds
 from tests.deploy.tools import CHART, MONITORING_APIS, helm_template, run
 
 
@@ -37,17 +35,15 @@ def test_promtool_check_catches_a_broken_rule(promtool: str, chart: Path, tmp_pa
     assert run([promtool, "check", "rules", str(path)]).returncode != 0
 
 
-def test_rendered_rules_equal_alert_rules(chart: Path, rules: RulesSource) -> None:
+def test_rendered_rules_equal_alert_rules(
+    chart: Path, alert_rule_groups: list[dict[str, Any]]
+) -> None:
     """With the default thresholds, the chart's rules are the rules of alert_rules/."""
-    assert rules.groups, "alert_rules/ has rule groups"
-    assert _spec(chart)["groups"] == rules.groups
+    assert _spec(chart)["groups"] == alert_rule_groups
 
 
-def test_threshold_defaults_equal_thresholds_yaml() -> None:
+def test_threshold_defaults_equal_thresholds_yaml(thresholds: dict[str, Any]) -> None:
     """values.yaml repeats alert_rules/thresholds.yaml, and the schema declares exactly its keys."""
-    if not THRESHOLDS.is_file():
-        pytest.skip("alert_rules/thresholds.yaml not there yet")
-    thresholds = load_thresholds(THRESHOLDS)
     values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
     assert values["prometheusRule"]["thresholds"] == thresholds
     schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
@@ -66,11 +62,9 @@ def _distinct(value: Any, index: int) -> Any:
 
 
 def test_every_threshold_is_overridable_from_values(
-    promtool: str, chart: Path, rules: RulesSource, tmp_path: Path
+    promtool: str, chart: Path, thresholds: dict[str, Any], tmp_path: Path
 ) -> None:
-    overrides = {
-        key: _distinct(v, i) for i, (key, v) in enumerate(sorted(rules.thresholds.items()))
-    }
+    overrides = {key: _distinct(v, i) for i, (key, v) in enumerate(sorted(thresholds.items()))}
     values = tmp_path / "thresholds.yaml"
     values.write_text(
         yaml.safe_dump({"prometheusRule": {"thresholds": overrides}}), encoding="utf-8"
