@@ -156,15 +156,25 @@ def _ignored(path: str) -> bool:
     return verdict
 
 
-def test_dockerignore_sends_sources_only(stages: list[Stage]) -> None:
-    sources = [
+def _copied_sources(stages: list[Stage]) -> list[str]:
+    return [
         src
         for stage in stages
         for i in stage.all("COPY")
         if not i.value.startswith("--from")
         for src in i.value.split()[:-1]
     ]
+
+
+def test_copied_sources_exist(stages: list[Stage]) -> None:
+    sources = _copied_sources(stages)
     assert sources, "the builder copies the package sources"
+    for src in sources:
+        assert (REPO / src).exists(), f"the Dockerfile copies {src}, which is not in the repo"
+
+
+def test_dockerignore_sends_sources_only(stages: list[Stage]) -> None:
+    sources = _copied_sources(stages)
     for src in sources:
         for path in [
             src.rstrip("/"),
