@@ -11,10 +11,10 @@ Column names follow the installed extension version, not the server version
 ``max_exec_time`` from 1.8 (PostgreSQL 13), ``total_time``/``max_time`` before.
 The columns used are stable from PostgreSQL 13 to 18.
 
-Unavailable (extension not created in this database, library not preloaded,
-no privilege) is a state, not a failure: ``gecko_statements_available 0``, the
-probe succeeds, and the reason is logged once per change
-(``statements_unavailable``).
+Unavailable (extension not created in this database, library not in
+``shared_preload_libraries``, no privilege) is a state, not a failure:
+``gecko_statements_available 0``, the probe succeeds, and the reason is logged
+once per change (``statements_unavailable``).
 """
 
 from __future__ import annotations
@@ -32,10 +32,24 @@ from exporter.samples import Family, counter, gauge
 log = structlog.get_logger("exporter.probes.statements")
 
 EXTENSION_SQL = """
-SELECT n.nspname::text AS schema_name, e.extversion AS version
+SELECT n.nspname::text AS schema_name, e.extversion AS version,
+       current_setting('shared_preload_libraries') AS preload
 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE e.extname = 'pg_stat_statements'
 """
+
+
+def preloaded(setting: str) -> bool:
+    """Whether ``shared_preload_libraries`` names pg_stat_statements (pure).
+
+    Without it, reading the view fails with SQLSTATE 55000, which the session
+    layer treats as a lost connection: check first instead.
+    """
+    for item in setting.split(","):
+        name = item.strip().strip('"').rsplit("/", 1)[-1].removesuffix(".so")
+        if name == "pg_stat_statements":
+            return True
+    return False
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -187,6 +201,9 @@ class StatementsProbe:
         ext = await session.fetch_one(EXTENSION_SQL)
         if ext is None:
             self._transition("not_installed")
+            return unavailable()
+        if not preloaded(str(ext.get("preload") or "")):
+            self._transition("not_preloaded")
             return unavailable()
         sql = build_sql(
             str(ext["schema_name"]), str(ext["version"]), exclude_own_role=self.exclude_own_role
