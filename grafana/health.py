@@ -643,20 +643,21 @@ def _statements_row(board: dashboard_builder.Dashboard) -> dashboard_builder.Das
             Common(
                 title="Slowest statements (mean and max)",
                 description=(
-                    "Mean and max execution time of the 10 statements with the highest mean. "
-                    "Bad: a mean above the 5 s slow-query threshold, or a report/lookup "
-                    "statement with a mean far above its usual milliseconds."
+                    "Highest mean and max execution time per statement seen in the dashboard's "
+                    "time range (statements are exported while they are in the top-N). Bad: a "
+                    "mean above the 5 s slow-query threshold, or a report/lookup statement "
+                    "with a mean far above its usual milliseconds."
                 ),
                 queries=[
                     Query(
-                        "topk(10, max by (queryid) "
-                        f"({sel('gecko_statement_mean_exec_time_seconds')}))",
+                        "topk(10, max by (queryid) (max_over_time("
+                        f"{sel('gecko_statement_mean_exec_time_seconds')}[$__range])))",
                         instant=True,
                         table=True,
                     ),
                     Query(
-                        "topk(10, max by (queryid) "
-                        f"({sel('gecko_statement_max_exec_time_seconds')}))",
+                        "topk(10, max by (queryid) (max_over_time("
+                        f"{sel('gecko_statement_max_exec_time_seconds')}[$__range])))",
                         instant=True,
                         table=True,
                     ),

@@ -28,6 +28,7 @@ METRICS_DOC = REPO / "docs" / "metrics.md"
 
 #: Stand-ins used when parsing for lint: distinctive but valid PromQL.
 RATE_INTERVAL_STANDIN = timedelta(seconds=1337)
+RANGE_STANDIN = timedelta(seconds=1335)
 LINT_VALUES = {
     "__rate_interval": "1337s",
     "__interval": "1336s",
@@ -292,15 +293,19 @@ def lint_expression(target: Target, contract: Mapping[str, str]) -> list[str]:
 
 
 def _lint_range(where: str, node: Any, parent: Any, contract: Mapping[str, str]) -> list[str]:
+    """Ranges: rate/irate/increase of counters and changes() of gauges over $__rate_interval;
+    ``<agg>_over_time`` of gauges over $__rate_interval or the panel's whole $__range."""
     problems = []
-    if node.range != RATE_INTERVAL_STANDIN:
-        problems.append(f"target-rate-interval-rule: {where}: range is not $__rate_interval")
     function = parent.func.name if type(parent).__name__ == "Call" else None
+    over_time = function is not None and function.endswith("_over_time")
+    allowed = {RATE_INTERVAL_STANDIN, RANGE_STANDIN} if over_time else {RATE_INTERVAL_STANDIN}
+    if node.range not in allowed:
+        problems.append(f"target-rate-interval-rule: {where}: range is not $__rate_interval")
     name = node.vector_selector.name
     counter = bool(name) and is_counter_series(name, contract)
     if counter and function not in RATE_FUNCTIONS:
         problems.append(f"target-counter-agg-rule: {where}: {name} range outside rate/increase")
-    if not counter and function != "changes":
+    if not counter and function != "changes" and not over_time:
         problems.append(f"target-counter-agg-rule: {where}: {function}() over gauge {name}")
     return problems
 

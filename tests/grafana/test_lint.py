@@ -191,6 +191,14 @@ BROKEN: dict[str, tuple[Mutation, str]] = {
         _set_expr(f"rate(gecko_probe_runs_total{{{SEL}}}[5m])"),
         "target-rate-interval-rule",
     ),
+    "over_time of a fixed range": (
+        _set_expr(f"max_over_time(gecko_up{{{SEL}}}[10m])"),
+        "target-rate-interval-rule",
+    ),
+    "over_time of a counter": (
+        _set_expr(f"max_over_time(gecko_probe_runs_total{{{SEL}}}[$__range])"),
+        "target-counter-agg-rule",
+    ),
     "raw counter": (_set_expr(f"gecko_probe_runs_total{{{SEL}}}"), "target-counter-agg-rule"),
     "raw bucket": (
         _set_expr(f"gecko_report_generation_duration_seconds_bucket{{{SEL}}}"),
@@ -243,3 +251,5 @@ def test_rate_interval_rule_accepts_only_the_variable() -> None:
     assert lint_expression(ok, CONTRACT) == []
     braces = Target("d", "p", "A", f"rate(gecko_probe_runs_total{{{SEL}}}[${{__rate_interval}}])")
     assert lint_expression(braces, CONTRACT) == []
+    whole_range = Target("d", "p", "A", f"max(max_over_time(gecko_up{{{SEL}}}[$__range]))")
+    assert lint_expression(whole_range, CONTRACT) == []
