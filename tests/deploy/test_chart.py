@@ -53,7 +53,7 @@ def render(
 
 
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
-    containers = deployment["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return containers[0]
 
@@ -63,12 +63,14 @@ def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def volume(deployment: dict[str, Any], name: str) -> dict[str, Any]:
-    (found,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == name]
+    volumes: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["volumes"]
+    (found,) = [v for v in volumes if v["name"] == name]
     return found
 
 
 def mount(deployment: dict[str, Any], name: str) -> dict[str, Any]:
-    (found,) = [m for m in container(deployment)["volumeMounts"] if m["name"] == name]
+    mounts: list[dict[str, Any]] = container(deployment)["volumeMounts"]
+    (found,) = [m for m in mounts if m["name"] == name]
     return found
 
 

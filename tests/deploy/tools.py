@@ -11,11 +11,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -35,14 +35,14 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
-def missing(reason: str) -> None:
+def missing(reason: str) -> NoReturn:
     """Skip (locally) or fail (CI=true) the current test because a tool is missing."""
     if in_ci():
         pytest.fail(f"{reason} (CI=true: a missing tool is a failure)")
     pytest.skip(reason)
 
 
-def find_tool(name: str, env_var: str, extra: Iterable[Path] = ()) -> str | None:
+def find_tool(name: str, env_var: str, extra: Sequence[Path] = ()) -> str | None:
     """``$ENV_VAR``, then the given candidate paths, then the venv's bin, then PATH."""
     explicit = os.environ.get(env_var)
     if explicit:
@@ -53,12 +53,11 @@ def find_tool(name: str, env_var: str, extra: Iterable[Path] = ()) -> str | None
     return shutil.which(name)
 
 
-def require_tool(name: str, env_var: str, hint: str, extra: Iterable[Path] = ()) -> str:
+def require_tool(name: str, env_var: str, hint: str, extra: Sequence[Path] = ()) -> str:
     path = find_tool(name, env_var, extra)
     if path is None:
         places = ", ".join([f"${env_var}", *(str(p) for p in extra), "PATH"])
         missing(f"{name} not found ({places}): {hint}")
-        raise AssertionError("unreachable")  # pragma: no cover - missing() raises
     return path
 
 
