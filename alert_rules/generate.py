@@ -27,6 +27,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -89,19 +90,31 @@ class ConfigError(ValueError):
 
 
 def format_number(value: object) -> str:
-    """A number as Go's ``%v`` prints a float64 (what Helm prints for a value)."""
+    """A number as Go's ``%v`` prints a float64, i.e. as Helm prints a value.
+
+    Shortest round-trip digits; exponent form when the decimal exponent is below -4
+    or at least 6 (``1e+06``, ``1.5e-05``), positional otherwise (``0.1``, ``300``).
+    """
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigError(f"not a finite number: {value!r}")
-    as_float = float(value)
-    if as_float.is_integer() and abs(as_float) < 1e21:
-        return str(int(as_float))
-    text = repr(as_float)
-    if "e" in text:  # Python 1e-05 / Go 1e-05; Python 1e+22 / Go 1e+22
-        mantissa, exponent = text.split("e")
-        sign = exponent[0] if exponent[0] in "+-" else "+"
-        digits = exponent.lstrip("+-").rjust(2, "0")
-        text = f"{mantissa}e{sign}{digits}"
-    return text
+    number = float(value)
+    if number == 0:
+        return "0"
+    _sign, digits, exponent = Decimal(repr(abs(number))).normalize().as_tuple()
+    if not isinstance(exponent, int):  # pragma: no cover - finite numbers have int exponents
+        raise ConfigError(f"not a finite number: {value!r}")
+    mantissa = "".join(map(str, digits))
+    exp10 = len(mantissa) + exponent - 1
+    prefix = "-" if number < 0 else ""
+    if exp10 < -4 or exp10 >= 6:
+        head, tail = mantissa[0], mantissa[1:]
+        body = f"{head}.{tail}" if tail else head
+        return f"{prefix}{body}e{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
+    if exp10 >= len(mantissa) - 1:
+        return prefix + mantissa + "0" * (exp10 - len(mantissa) + 1)
+    if exp10 >= 0:
+        return f"{prefix}{mantissa[: exp10 + 1]}.{mantissa[exp10 + 1 :]}"
+    return f"{prefix}0.{'0' * (-exp10 - 1)}{mantissa}"
 
 
 def _validate(values: Mapping[str, Any]) -> dict[str, float | str]:

@@ -39,6 +39,16 @@ def amtool() -> str:
 
 
 @pytest.fixture(scope="session")
+def helm() -> str:
+    explicit = os.environ.get("HELM")
+    candidates = [explicit] if explicit else [str(REPO_ROOT / "tools" / "bin" / "helm")]
+    found = next((c for c in candidates if c and Path(c).is_file()), None)
+    return require_tool(
+        found or (None if explicit else shutil.which("helm")), "helm", "run scripts/install-helm.sh"
+    )
+
+
+@pytest.fixture(scope="session")
 def prometheus_bin() -> str:
     return require_tool(prometheus_binary(), "prometheus", "apt-get install prometheus")
 
