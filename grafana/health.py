@@ -138,6 +138,7 @@ def _state_row(board: dashboard_builder.Dashboard) -> dashboard_builder.Dashboar
                     steps=(Step(None, BLUE),),
                 ),
                 color_background=False,
+                sparkline=False,
             )
         )
         .with_panel(
@@ -162,6 +163,7 @@ def _state_row(board: dashboard_builder.Dashboard) -> dashboard_builder.Dashboar
                     steps=(Step(None, BLUE),),
                 ),
                 color_background=False,
+                sparkline=False,
             )
         )
     )

@@ -330,7 +330,7 @@ def _alerts_row(board: dashboard_builder.Dashboard) -> dashboard_builder.Dashboa
             height=8,
         ),
         hide_columns=("Time", "Value"),
-    ).override_by_name("alertname", runbook_data_link("alertname"))
+    ).override_by_name("alertname", runbook_data_link())
     return (
         board.with_panel(
             stat(

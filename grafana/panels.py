@@ -297,7 +297,9 @@ def timeseries(
     return panel
 
 
-def stat(spec: Common, *, color_background: bool = True) -> stat_builder.Panel:
+def stat(
+    spec: Common, *, color_background: bool = True, sparkline: bool = True
+) -> stat_builder.Panel:
     """Single number coloured by its thresholds (the headline / state tiles)."""
     panel = _apply_common(stat_builder.Panel(), spec)
     mode = common.BigValueColorMode.VALUE
@@ -305,7 +307,7 @@ def stat(spec: Common, *, color_background: bool = True) -> stat_builder.Panel:
         mode = common.BigValueColorMode.BACKGROUND
     return (
         panel.color_mode(mode)
-        .graph_mode(common.BigValueGraphMode.AREA)
+        .graph_mode(common.BigValueGraphMode.AREA if sparkline else common.BigValueGraphMode.NONE)
         .text_mode(common.BigValueTextMode.AUTO)
         .justify_mode(common.BigValueJustifyMode.AUTO)
         .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
@@ -373,8 +375,8 @@ def table(spec: Common, *, hide_columns: Sequence[str] = ("Time",)) -> table_bui
     return panel
 
 
-def runbook_data_link(field_name: str) -> list[dashboard_model.DynamicConfigValue]:
-    """Field override properties that turn ``field_name`` cells into runbook links."""
+def runbook_data_link() -> list[dashboard_model.DynamicConfigValue]:
+    """Field override properties that turn alert-name cells into links to their runbooks."""
     return [
         dashboard_model.DynamicConfigValue(
             id_val="links",

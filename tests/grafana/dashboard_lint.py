@@ -118,6 +118,18 @@ def targets(name: str, board: Mapping[str, Any]) -> list[Target]:
     return out
 
 
+def variable_selectors(board: Mapping[str, Any]) -> list[str]:
+    """The series selectors inside the ``label_values(<selector>, <label>)`` variable queries."""
+    out = []
+    for var in (board.get("templating") or {}).get("list") or []:
+        query = var.get("query")
+        if var.get("type") == "query" and isinstance(query, str):
+            match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
+            if match:
+                out.append(match.group(1))
+    return out
+
+
 def all_targets() -> list[Target]:
     return [t for name, board in load_dashboards().items() for t in targets(name, board)]
 

@@ -27,6 +27,7 @@ from tests.grafana.dashboard_lint import (
     load_dashboards,
     metric_names,
     runbook_urls,
+    variable_selectors,
 )
 
 UNITS = frozenset(
@@ -70,6 +71,12 @@ def test_every_metric_is_in_the_contract() -> None:
     allowed = set(CONTRACT) | PROMETHEUS_SYNTHETIC | PROCESS_METRICS
     unknown = {
         (t.where, metric) for t in all_targets() for metric in metric_names(t.expr) - allowed
+    }
+    unknown |= {
+        (name, metric)
+        for name, board in BOARDS.items()
+        for selector in variable_selectors(board)
+        for metric in metric_names(selector) - allowed
     }
     assert unknown == set()
 

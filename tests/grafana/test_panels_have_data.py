@@ -49,8 +49,10 @@ from tests.grafana.dashboard_lint import (
     REPO,
     Target,
     all_targets,
+    load_dashboards,
     metric_names,
     substitute,
+    variable_selectors,
 )
 from tests.grafana.tools import in_ci
 from tests.support.exporter_proc import ExporterProcess, fast_probe_env
@@ -443,9 +445,22 @@ def test_provocations_reached_prometheus(run: Run) -> None:
     assert missing == [], f"not visible in Prometheus within {PROVOKE_TIMEOUT:.0f}s: {missing}"
 
 
+def test_variables_offer_the_scraped_job_and_instance(run: Run) -> None:
+    """``label_values(<selector>, job|instance)`` finds the exporter Prometheus scrapes."""
+    prom = run.prometheus
+    (target,) = prom.targets()
+    for board in load_dashboards().values():
+        for selector in variable_selectors(board):
+            series = prom.api("series", **{"match[]": substitute(selector, QUERY_VALUES)})
+            assert {s["job"] for s in series} == {target["labels"]["job"]}
+            assert {s["instance"] for s in series} == {target["labels"]["instance"]}
+
+
 def test_panel_metrics_are_exported(run: Run) -> None:
-    """Every metric a dashboard selects is on the running exporter's /metrics."""
-    referenced = {m for t in TARGETS for m in metric_names(t.expr)} - PROMETHEUS_SYNTHETIC
+    """Every metric a dashboard or its variables select is on the running exporter's /metrics."""
+    selectors = [t.expr for t in TARGETS]
+    selectors += [v for board in load_dashboards().values() for v in variable_selectors(board)]
+    referenced = {m for expr in selectors for m in metric_names(expr)} - PROMETHEUS_SYNTHETIC
     missing = sorted(referenced - run.exported)
     assert not missing, f"selected by dashboards but not on /metrics: {missing}"
 
