@@ -62,6 +62,7 @@ class ExporterApp:
         self._host = host
         self._stop = threading.Event()
         self._started = False
+        self._handlers = False
 
     @property
     def port(self) -> int:
@@ -103,17 +104,22 @@ class ExporterApp:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def wait_for_signal(self) -> None:
-        """Block until SIGINT/SIGTERM (or :meth:`request_stop`)."""
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM request a clean stop (main thread only; PID 1 needs this)."""
 
         def handler(signum: int, frame: FrameType | None) -> None:
             del frame
             log.info("signal_received", signal=signal.Signals(signum).name)
             self._stop.set()
 
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() and not self._handlers:
             signal.signal(signal.SIGTERM, handler)
             signal.signal(signal.SIGINT, handler)
+            self._handlers = True
+
+    def wait_for_signal(self) -> None:
+        """Block until SIGINT/SIGTERM (or :meth:`request_stop`)."""
+        self.install_signal_handlers()
         while not self._stop.wait(0.5):
             pass
 
@@ -126,6 +132,7 @@ class ExporterApp:
         log.info("exporter_stopped")
 
     def run(self) -> int:
+        self.install_signal_handlers()  # before any thread starts: no window to lose a SIGTERM
         self.start()
         try:
             self.wait_for_signal()

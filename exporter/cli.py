@@ -133,7 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 < args.port < 65536:
             return _fail("argument --port: must be between 1 and 65535")
         configure_logging(args.log_format, "info")
-        from exporter.demo.main import run_demo  # noqa: PLC0415 - heavy, demo only
+        try:
+            from exporter.demo.main import run_demo  # noqa: PLC0415 - heavy, demo only
+        except ImportError as exc:
+            return _fail(
+                f"demo: missing package {exc.name!r}; install the demo extra: "
+                "pip install 'gecko-exporter[demo]'"
+            )
 
         try:
             code: int = run_demo(
