@@ -92,12 +92,14 @@ def _create_database(cluster: LocalCluster, dbname: str) -> tuple[str, int]:
     return admin.dsn_replace(cluster.dsn(), dbname=dbname), major
 
 
-def build_health_db(cluster: LocalCluster, *, scans: int = BULK_SCANS) -> HealthDb:
+def build_health_db(
+    cluster: LocalCluster, *, scans: int = BULK_SCANS, variant: schema.Variant = "fresh"
+) -> HealthDb:
     from exporter.demo import seed  # noqa: PLC0415 - only when a database is built
 
     dbname = f"gecko_health_{secrets.token_hex(3)}"
     dsn, major = _create_database(cluster, dbname)
-    schema.create_schema(dsn, "fresh")
+    schema.create_schema(dsn, variant)
     schema.ensure_extensions(dsn)
     seed.load_data(dsn, scans=200, progress=False)
     with admin.connect(dsn, application_name="gecko-health-tests") as conn:

@@ -11,7 +11,7 @@ from exporter.probes.migrations import MigrationsProbe
 from exporter.probes.plans import PlansProbe
 from exporter.probes.sampling import RecentScanSampler
 from exporter.settings import DEFAULT_CRITICAL_INDEXES
-from tests.health.conftest import HealthDb, probe_runner, series, value
+from tests.health.conftest import HealthDb, build_health_db, probe_runner, series, value
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -125,3 +125,21 @@ def test_dropping_the_dedupe_index_flips_the_plan_check(health_db: HealthDb) -> 
         fams = runner.collect(probe)
         assert series(fams, "gecko_query_plan_uses_index")[key] == 1
         assert series(fams, "gecko_query_plan_changes_total")[("scan_lookup", "custom")] == 2
+
+
+def test_generic_plan_cannot_use_the_partial_index(health_db: HealthDb) -> None:
+    """Incrementally migrated database: the dedupe index is partial on status = 'done'.
+
+    Prisma binds 'done' as $2, so the generic plan (what a prepared statement
+    switches to) cannot prove the predicate, while the custom plan can.
+    """
+    incremental = build_health_db(health_db.cluster, variant="incremental")
+    try:
+        with probe_runner(incremental.monitor_dsn) as runner:
+            uses = series(runner.collect(plans_probe()), "gecko_query_plan_uses_index")
+        assert uses[("scan_lookup", "custom", "Scan_dedupe_lookup_idx")] == 1
+        assert uses[("scan_lookup", "generic", "Scan_dedupe_lookup_idx")] == 0
+        assert uses[("report_scan", "generic", "Scan_slug_key")] == 1
+    finally:
+        with admin.connect(health_db.cluster.dsn(), application_name="gecko-health-tests") as c:
+            c.execute(f"DROP DATABASE {c.ident(incremental.dbname)} WITH (FORCE)")
