@@ -12,9 +12,11 @@ plain SELECTs included. ``gecko_lock_access_exclusive_waiting`` counts such
 requests; ``gecko_lock_waiting_behind_access_exclusive`` counts the backends
 whose blockers include one of them.
 
-The exporter's own sessions (its ``application_name``) are left out of the
-counts: its app-lane probes may wait up to lock_timeout (100 ms) behind DDL,
-which is not application traffic. Nothing of the app is excluded.
+Only backends of the monitored database count (other databases of the server
+have their own lock queues). The exporter's own sessions (its
+``application_name``) are left out of the counts: its app-lane probes may
+wait up to lock_timeout (100 ms) behind DDL, which is not application
+traffic. Nothing of the app is excluded.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ WAITING_SQL = """
 SELECT pid, COALESCE(application_name, '') AS application_name,
        EXTRACT(EPOCH FROM clock_timestamp() - state_change)::float8 AS state_seconds
 FROM pg_stat_activity
-WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() AND datname = current_database()
 """
 
 ACCESS_EXCLUSIVE = "AccessExclusiveLock"
