@@ -46,7 +46,7 @@ def test_documented_names_parse() -> None:
 
 
 def test_every_documented_name_is_emitted_and_nothing_else(health_db: HealthDb) -> None:
-    settings = Settings(database_url=health_db.monitor_dsn, bloat={"pgstattuple": True})  # type: ignore[arg-type]
+    settings = Settings(database_url=health_db.monitor_dsn, bloat={"pgstattuple": True})
     probes = build_health_probes(settings)
     assert sorted(p.name for p in probes) == sorted(HEALTH_PROBES)
     assert set(HEALTH_PROBES) <= set(PROBE_NAMES)
