@@ -98,8 +98,17 @@ class LaneSession:
         except pgerrors.QueryCanceled as exc:
             raise StatementTimeout(f"statement cancelled: {exc.diag.message_primary}") from None
         except psycopg.OperationalError as exc:
-            self._lane.discard()
-            raise DatabaseUnavailable(_scrub(str(exc), self._lane.password)) from None
+            if self._conn.closed or self._conn.broken:
+                # the connection itself is gone: reconnect on the next run
+                self._lane.discard()
+                raise DatabaseUnavailable(_scrub(str(exc), self._lane.password)) from None
+            # the server answered with an error of class 53/55/57/58 etc.
+            # (e.g. 55000 "must be loaded via shared_preload_libraries"): the session is fine
+            state = exc.sqlstate or "?"
+            primary = exc.diag.message_primary or str(exc)
+            raise DatabaseError(
+                f"SQLSTATE {state}: {_scrub(primary, self._lane.password)}"
+            ) from None
         except psycopg.Error as exc:
             state = exc.sqlstate or "?"
             primary = exc.diag.message_primary or str(exc)
