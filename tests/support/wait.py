@@ -34,7 +34,7 @@ def wait_until(
     while True:
         try:
             value = predicate()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:
             last_exc = exc
             value = None
         if value:
