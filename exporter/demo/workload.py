@@ -46,6 +46,7 @@ POLL_GIVE_UP: Final = 120.0  # a client stops polling after this long
 MAX_POLLED: Final = 40
 LIST_CACHE_SECONDS: Final = 300.0  # the worker caches CachedList for 5 minutes
 STATUS_ERROR_LOG_EVERY: Final = 5.0
+CONNECT_TIMEOUT: Final = 3.0  # bounds how long stop() can wait for a connection attempt
 
 # Backend request mix (shares of rate_per_second).
 REQUEST_MIX: Final[dict[str, float]] = {
@@ -104,29 +105,38 @@ class _Polled:
 
 
 class _Session:
-    """A thread's connection, opened on demand and reopened after a loss."""
+    """A thread's connection, opened on demand and reopened after a loss.
+
+    Only the owning thread opens and closes it; :meth:`abort` may come from
+    another thread at any time and never waits for a connection attempt.
+    """
 
     def __init__(self, dsn: str, application_name: str, statement_timeout_ms: int) -> None:
         self._dsn = dsn
         self._app = application_name
         self._timeout_ms = statement_timeout_ms
         self._conn: admin.AdminConnection | None = None
-        self._lock = threading.Lock()  # guards open/close against abort()
+        self._lock = threading.Lock()  # a close never races an abort (fd reuse)
+        self._aborted = False
         self.failures = 0
 
     def get(self) -> admin.AdminConnection:
         with self._lock:
-            if self._conn is None or self._conn.closed:
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
-                self._conn = admin.connect(
-                    self._dsn,
-                    application_name=self._app,
-                    connect_timeout=5,
-                    statement_timeout_ms=self._timeout_ms,
-                )
-            return self._conn
+            if self._conn is not None and not self._conn.closed:
+                return self._conn
+        self.drop()
+        conn = admin.connect(  # outside the lock: abort() must not wait for this
+            self._dsn,
+            application_name=self._app,
+            connect_timeout=CONNECT_TIMEOUT,
+            statement_timeout_ms=self._timeout_ms,
+        )
+        with self._lock:
+            if not self._aborted:
+                self._conn = conn
+                return conn
+        conn.close()
+        raise admin.AdminError("workload stopping", connection_lost=True)
 
     def drop(self) -> None:
         with self._lock:
@@ -136,6 +146,7 @@ class _Session:
 
     def abort(self) -> None:
         with self._lock:
+            self._aborted = True
             if self._conn is not None:
                 self._conn.abort()
 
@@ -228,7 +239,8 @@ class Workload:
         """Stop and join every thread; True when all of them ended in time.
 
         Threads blocked on an unresponsive server get their sockets shut
-        down halfway through ``timeout``.
+        down halfway through ``timeout``; a connection attempt ends within
+        :data:`CONNECT_TIMEOUT`, so any ``timeout`` above twice that holds.
         """
         self._stop.set()
         deadline = time.monotonic() + timeout
@@ -311,7 +323,9 @@ class Workload:
 
     def _load_known(self) -> None:
         try:
-            with admin.connect(self._dsn, application_name=SETUP_APP, connect_timeout=5) as conn:
+            with admin.connect(
+                self._dsn, application_name=SETUP_APP, connect_timeout=CONNECT_TIMEOUT
+            ) as conn:
                 rows = conn.fetchall(
                     'SELECT "id", "slug" FROM "public"."Scan"'
                     " WHERE \"status\" = 'done' AND \"targetType\" = 'url'"

@@ -84,7 +84,8 @@ def test_row_counts_match_the_load(demo_db: DemoDatabase) -> None:
             table: conn.fetchval(f'SELECT count(*) FROM "{table}"')
             for table in ("Scan", "Evidence", "Issue", "User", "CachedList")
         }
-        statuses = dict(conn.fetchall('SELECT "status", count(*) FROM "Scan" GROUP BY 1'))
+        rows = conn.fetchall('SELECT "status", count(*) FROM "Scan" GROUP BY 1')
+    statuses = {str(r[0]): int(r[1]) for r in rows}
     assert counts == {
         "Scan": stats.scans,
         "Evidence": stats.evidence,

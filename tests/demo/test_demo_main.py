@@ -88,8 +88,8 @@ def test_demo_serves_metrics_and_stops_cleanly_on_sigterm(
 ) -> None:
     run = DemoRun(tmp_path, "--scans", "300", "--log-format", "json")
     demo_run.append(run)
-    banner = wait_until(
-        lambda: "Press Ctrl-C to stop." in (t := run.out.read_text()) and t,
+    banner: str = wait_until(
+        lambda: t if "Press Ctrl-C to stop." in (t := run.out.read_text()) else None,
         timeout=120,
         message="the demo banner",
     )
@@ -101,13 +101,9 @@ def test_demo_serves_metrics_and_stops_cleanly_on_sigterm(
     db_port = int(match.group(1))
     server_pid = run.find_server(db_port)
 
-    metrics = wait_until(
-        lambda: (
-            "gecko_up 1.0" in (t := run.get("/metrics")[1])
-            and 'gecko_connection_pool_connections{pool="backend"' in t
-            and 'gecko_connection_pool_connections{pool="worker"' in t
-            and t
-        ),
+    busy = ("gecko_up 1.0", 'connections{pool="backend"', 'connections{pool="worker"')
+    metrics: str = wait_until(
+        lambda: t if all(m in (t := run.get("/metrics")[1]) for m in busy) else None,
         timeout=60,
         message="gecko_up 1 and the app pools busy",
     )

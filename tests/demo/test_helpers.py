@@ -76,7 +76,7 @@ def test_index_files_name_the_variant_indexes() -> None:
         script = schema.schema_script(variant)
         created = set(re.findall(r'CREATE (?:UNIQUE )?INDEX "([^"]+)"', script))
         assert schema.VARIANT_INDEXES[variant] <= created
-        other = "fresh" if variant == "incremental" else "incremental"
+        other: schema.Variant = "fresh" if variant == "incremental" else "incremental"
         assert not (schema.VARIANT_INDEXES[other] - schema.VARIANT_INDEXES[variant]) & created
 
 

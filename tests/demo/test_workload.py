@@ -12,7 +12,7 @@ import pytest
 from exporter.db import admin
 from exporter.demo.cluster import LocalCluster
 from exporter.demo.main import stop_server
-from exporter.demo.workload import BACKEND_APP, WORKER_APP, Workload
+from exporter.demo.workload import BACKEND_APP, CONNECT_TIMEOUT, WORKER_APP, Workload
 from tests.demo.conftest import DemoDatabase, build_demo_database, demo_cluster
 from tests.support.wait import wait_until
 
@@ -79,8 +79,8 @@ def test_workload_replays_app_traffic_and_stops_cleanly(workload_db: DemoDatabas
             timeout=60,
             message="workload counters",
         )
-        sessions = wait_until(
-            lambda: (s := _sessions(workload_db.superuser_dsn)).get(WORKER_APP) and s,
+        sessions: dict[str, int] = wait_until(
+            lambda: s if (s := _sessions(workload_db.superuser_dsn)).get(WORKER_APP) else None,
             timeout=10,
             message="backend and worker sessions",
         )
@@ -157,8 +157,9 @@ def test_workload_stops_even_when_the_server_is_frozen(private_db: DemoDatabase)
             # let the threads block in statements on the frozen server
             wait_until(_stalled(workload), timeout=15, interval=1.0, message="traffic blocked")
             started = time.monotonic()
-            assert workload.stop(timeout=4)  # sockets are shut down after 2 s
-            assert time.monotonic() - started < 4.5
+            # sockets are shut down after 3 s, connection attempts end after 3 s
+            assert workload.stop(timeout=2 * CONNECT_TIMEOUT)
+            assert time.monotonic() - started < 2 * CONNECT_TIMEOUT + 0.5
         finally:
             private_db.cluster.resume()
     finally:
