@@ -73,6 +73,11 @@ def demo_run(tmp_path: Path) -> Iterator[list[DemoRun]]:
             run.cleanup()
 
 
+def _metrics_with(run: DemoRun, *needles: str) -> str | None:
+    text = run.get("/metrics")[1]
+    return text if all(n in text for n in needles) else None
+
+
 def _port_closed(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -101,9 +106,13 @@ def test_demo_serves_metrics_and_stops_cleanly_on_sigterm(
     db_port = int(match.group(1))
     server_pid = run.find_server(db_port)
 
-    busy = ("gecko_up 1.0", 'connections{pool="backend"', 'connections{pool="worker"')
-    metrics: str = wait_until(
-        lambda: t if all(m in (t := run.get("/metrics")[1]) for m in busy) else None,
+    metrics = wait_until(
+        lambda: _metrics_with(
+            run,
+            "gecko_up 1.0",
+            'gecko_connection_pool_connections{pool="backend"',
+            'gecko_connection_pool_connections{pool="worker"',
+        ),
         timeout=60,
         message="gecko_up 1 and the app pools busy",
     )
