@@ -45,7 +45,7 @@ POLL_INTERVAL: Final = 2.0  # the frontend polls /api/scan/:id/status every 2000
 POLL_GIVE_UP: Final = 120.0  # a client stops polling after this long
 MAX_POLLED: Final = 40
 LIST_CACHE_SECONDS: Final = 300.0  # the worker caches CachedList for 5 minutes
-STATUS_ERROR_LOG_EVERY: Final = 5.0
+ERROR_LOG_EVERY: Final = 5.0
 CONNECT_TIMEOUT: Final = 3.0  # bounds how long stop() can wait for a connection attempt
 
 # Backend request mix (shares of rate_per_second).
@@ -118,7 +118,8 @@ class _Session:
         self._conn: admin.AdminConnection | None = None
         self._lock = threading.Lock()  # a close never races an abort (fd reuse)
         self._aborted = False
-        self.failures = 0
+        self.failures = 0  # consecutive failed connection attempts
+        self.opens = 0  # connections opened so far (more than one: reconnected)
 
     def get(self) -> admin.AdminConnection:
         with self._lock:
@@ -134,6 +135,7 @@ class _Session:
         with self._lock:
             if not self._aborted:
                 self._conn = conn
+                self.opens += 1
                 return conn
         conn.close()
         raise admin.AdminError("workload stopping", connection_lost=True)
@@ -152,7 +154,17 @@ class _Session:
 
 
 class Workload:
-    """App-like traffic against a Gecko Advisor database, on background threads."""
+    """App-like traffic against a Gecko Advisor database, on background threads.
+
+    ``rate_per_second`` is the backend's request rate (Poisson arrivals over
+    ``backend_threads`` connections, mixed per :data:`REQUEST_MIX`); each
+    request is one to three statements, each submitted scan about twenty
+    more on the worker side. ``seed`` drives the traffic, ``data_seed`` must
+    be the seed the data was loaded with, so submissions hit the same sites
+    (and dedupe lookups find their recent scans). ``scan_seconds`` is the
+    simulated crawl time; ``failure_rate`` the share of scans ending in
+    ``error``.
+    """
 
     def __init__(
         self,
@@ -281,17 +293,18 @@ class Workload:
         finally:
             session.drop()
 
-    def _attempt(self, session: _Session, operation: str, work: Callable[[_Conn], None]) -> bool:
+    def _attempt(self, session: _Session, operation: str, work: Callable[[_Conn], None]) -> None:
         """Run one operation; count and log a database error instead of raising."""
+        opened = session.opens
         try:
             conn = _Conn(session.get(), self._count)
         except admin.AdminError as exc:
             self._failed(operation="connect", exc=exc)
             session.failures += 1
             self._stop.wait(min(5.0, 0.25 * 2**session.failures))
-            return False
-        if session.failures:
-            session.failures = 0
+            return
+        session.failures = 0
+        if session.opens > max(opened, 1):
             self._count("reconnects")
         try:
             work(conn)
@@ -299,15 +312,13 @@ class Workload:
             self._failed(operation=operation, exc=exc)
             if exc.connection_lost or conn.raw.closed:
                 session.drop()
-            return False
-        return True
 
     def _failed(self, *, operation: str, exc: admin.AdminError) -> None:
         self._count("errors")
         now = time.monotonic()
         with self._lock:
-            last = self._last_error_log.get(operation, -STATUS_ERROR_LOG_EVERY)
-            loud = now - last >= STATUS_ERROR_LOG_EVERY
+            last = self._last_error_log.get(operation, -ERROR_LOG_EVERY)
+            loud = now - last >= ERROR_LOG_EVERY
             if loud:
                 self._last_error_log[operation] = now
         if self._stop.is_set():
@@ -341,11 +352,12 @@ class Workload:
 
     def _take_slot(self) -> float:
         """Arrival time of the next request (a Poisson process, no catch-up bursts)."""
+        with self._gen_lock:
+            gap = self._rng.expovariate(self.rate_per_second)
         with self._lock:
-            now = time.monotonic()
-            self._next_at = max(self._next_at, now - 1.0)
+            self._next_at = max(self._next_at, time.monotonic() - 1.0)
             slot = self._next_at
-            self._next_at += self._rng.expovariate(self.rate_per_second)
+            self._next_at += gap
             return slot
 
     def _pick(self, weights: dict[str, float]) -> str:
@@ -354,9 +366,11 @@ class Workload:
 
     def _known_report(self) -> tuple[str, str] | None:
         with self._lock:
-            if not self._known:
-                return None
-            return self._known[self._rng.randrange(len(self._known))]
+            known = tuple(self._known)
+        if not known:
+            return None
+        with self._gen_lock:
+            return self._rng.choice(known)
 
     # -- backend --------------------------------------------------------------
     def _backend_loop(self, session: _Session) -> None:
@@ -380,6 +394,7 @@ class Workload:
             stub = self._rng.random() < 0.02
             sub = self._gen.stub_submission() if stub else self._gen.url_submission()
             force = self._rng.random() < 0.06
+            stub_score = self._rng.choice((75, 80))
             ip = self._gen.scanner_ip()
         now = utcnow()
         if sub.normalized_input is not None and not force:
@@ -397,10 +412,9 @@ class Workload:
                 scan_id = self._gen.new_scan_id(now)
                 slug = self._gen.new_slug()
             if stub:
-                score = self._rng.choice((75, 80))
                 values: tuple[Any, ...] = (
-                    scan_id, sub.target_type, sub.input, None, "done", score,
-                    datagen.label_for(score), 100, "Preliminary check only.", now, now, slug,
+                    scan_id, sub.target_type, sub.input, None, "done", stub_score,
+                    datagen.label_for(stub_score), 100, "Preliminary check only.", now, now, slug,
                     "stub", None, True, False, ip, now, now,
                 )  # fmt: skip
             else:
@@ -435,7 +449,9 @@ class Workload:
         if known is None:
             return
         scan_id, slug = known
-        if self._rng.random() < 0.8:
+        with self._gen_lock:
+            by_slug = self._rng.random() < 0.8
+        if by_slug:
             self._read_report(conn, slug=slug)
         else:
             self._read_report(conn, scan_id=scan_id)
@@ -465,9 +481,11 @@ class Workload:
 
     def _user(self, conn: _Conn) -> None:
         with self._lock:
-            user = self._rng.choice(self._users) if self._users else None
-        if user is None:
+            users = tuple(self._users)
+        if not users:
             return
+        with self._gen_lock:
+            user = self._rng.choice(users)
         conn.one(queries.USER_BY_ID, (user, 1, 0))
         conn.all(queries.USER_HISTORY, (user, utcnow() - timedelta(days=90), 100, 0))
         self._count("user_lookups")
