@@ -163,7 +163,7 @@ def test_promtool_unit_tests_fail_on_a_wrong_expectation(promtool: str, tmp_path
 
 
 def _unit_test_cases() -> list[tuple[str, dict[str, Any]]]:
-    cases = []
+    cases: list[tuple[str, dict[str, Any]]] = []
     for path in UNIT_TESTS:
         data = yaml.safe_load(path.read_text())
         assert data["rule_files"] == ["../gecko-exporter.rules.yml"], path

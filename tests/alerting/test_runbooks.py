@@ -133,5 +133,5 @@ def test_runbook_first_checks_run_read_only_as_the_monitoring_role(
     with psycopg.connect(gecko_db_any.monitor_dsn, autocommit=True, connect_timeout=10) as conn:
         conn.execute("SET default_transaction_read_only = on")
         conn.execute("SET statement_timeout = '30s'")
-        conn.execute(block.text)  # type: ignore[call-overload]
+        conn.execute(block.text)
         assert not conn.info.transaction_status, "a block left a transaction open"
