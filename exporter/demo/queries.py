@@ -35,26 +35,9 @@ REPORT_ISSUES: Final = app_queries.issues_for_scan("public")
 RECENT_REPORTS: Final = app_queries.recent_reports("public")
 
 # §4.2 scan creation (v2 URL scans and stubs)
-SCAN_INSERT_COLUMNS: Final[tuple[str, ...]] = (
-    "id",
-    "targetType",
-    "input",
-    "normalizedInput",
-    "status",
-    "score",
-    "label",
-    "progress",
-    "summary",
-    "startedAt",
-    "finishedAt",
-    "slug",
-    "source",
-    "meta",
-    "isPublic",
-    "isProScan",
-    "scannerIp",
-    "createdAt",
-    "updatedAt",
+# every column but the three the app never writes on create
+SCAN_INSERT_COLUMNS: Final = tuple(
+    c for c in SCAN_COLUMNS if c not in ("dedupeOfId", "shareMessage", "userId")
 )
 SCAN_INSERT: Final = (
     'INSERT INTO "public"."Scan" ('

@@ -7,7 +7,6 @@ schema variant, loaded with a small synthetic dataset.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,8 +18,8 @@ from exporter.db import admin
 from exporter.demo import schema, seed
 from exporter.demo.cluster import LocalCluster, ServerBinaries, running_cluster
 from exporter.demo.main import stop_server
+from tests.conftest import IN_CI
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DEMO_SCANS = 600
 
 
