@@ -55,6 +55,9 @@ VARIABLE_SOURCE_METRIC = "gecko_exporter_build_info"
 
 TAGS = ["gecko", "postgresql", "gecko-exporter"]
 
+#: What a dashboard's ``with_panel`` takes: any of the panel builders below.
+PanelBuilder = Builder[dashboard_model.Panel]
+
 GREEN = "green"
 ORANGE = "orange"
 RED = "red"
@@ -101,14 +104,16 @@ def runbook_index_link() -> list[Builder[dashboard_model.DashboardLink]]:
     ]
 
 
-def variables() -> list[dashboard_builder.DatasourceVariable | dashboard_builder.QueryVariable]:
-    """The datasource, job and instance variables shared by every dashboard."""
-    job = (
-        dashboard_builder.QueryVariable("job")
-        .label("Job")
-        .description("Prometheus job(s) scraping gecko-exporter.")
+def _query_variable(
+    name: str, label: str, description: str, query: str
+) -> dashboard_builder.QueryVariable:
+    """A multi-value, all-by-default label variable read from :data:`VARIABLE_SOURCE_METRIC`."""
+    return (
+        dashboard_builder.QueryVariable(name)
+        .label(label)
+        .description(description)
         .datasource(DATASOURCE)
-        .query(f"label_values({VARIABLE_SOURCE_METRIC}, job)")
+        .query(query)
         .refresh(dashboard_model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(dashboard_model.VariableSort.ALPHABETICAL_ASC)
         .multi(True)
@@ -116,18 +121,21 @@ def variables() -> list[dashboard_builder.DatasourceVariable | dashboard_builder
         .all_value(".+")
         .current(dashboard_model.VariableOption(selected=True, text="All", value="$__all"))
     )
-    instance = (
-        dashboard_builder.QueryVariable("instance")
-        .label("Instance")
-        .description("gecko-exporter instance(s), one per monitored database.")
-        .datasource(DATASOURCE)
-        .query(f'label_values({VARIABLE_SOURCE_METRIC}{{job=~"$job"}}, instance)')
-        .refresh(dashboard_model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(dashboard_model.VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(".+")
-        .current(dashboard_model.VariableOption(selected=True, text="All", value="$__all"))
+
+
+def variables() -> list[dashboard_builder.DatasourceVariable | dashboard_builder.QueryVariable]:
+    """The datasource, job and instance variables shared by every dashboard."""
+    job = _query_variable(
+        "job",
+        "Job",
+        "Prometheus job(s) scraping gecko-exporter.",
+        f"label_values({VARIABLE_SOURCE_METRIC}, job)",
+    )
+    instance = _query_variable(
+        "instance",
+        "Instance",
+        "gecko-exporter instance(s), one per monitored database.",
+        f'label_values({VARIABLE_SOURCE_METRIC}{{job=~"$job"}}, instance)',
     )
     datasource = (
         dashboard_builder.DatasourceVariable("datasource")
@@ -172,6 +180,22 @@ class Step:
 
     value: float | None
     color: str
+
+
+def bad_from(limit: float, *, warn: float | None = None) -> tuple[Step, ...]:
+    """Green below ``limit`` (orange from ``warn`` on, if given), red from ``limit`` on."""
+    if warn is None:
+        return (Step(None, GREEN), Step(limit, RED))
+    return (Step(None, GREEN), Step(warn, ORANGE), Step(limit, RED))
+
+
+#: Steps of a 0/1 state in which 1 is good (present, valid, up, succeeding).
+ONE_IS_GOOD = (Step(None, RED), Step(1, GREEN))
+
+
+def good_bad(good: str, bad: str) -> tuple[tuple[float, str, str], ...]:
+    """Value mappings of a 0/1 state: 1 reads ``good`` in green, 0 reads ``bad`` in red."""
+    return ((1, good, GREEN), (0, bad, RED))
 
 
 @dataclass(frozen=True)
@@ -375,6 +399,79 @@ def table(spec: Common, *, hide_columns: Sequence[str] = ("Time",)) -> table_bui
     return panel
 
 
+@dataclass(frozen=True)
+class Tile:
+    """A stat tile of one query: a row of the tile tables the dashboards declare."""
+
+    title: str
+    description: str
+    expr: str
+    legend: str
+    runbooks: Sequence[str] = ()
+    unit: str = "short"
+
+
+def problem_count(tile: Tile, *, width: int = 4, height: int = 5) -> stat_builder.Panel:
+    """Tile counting problems: green at 0, red from 1 on."""
+    return stat(
+        Common(
+            title=tile.title,
+            description=tile.description,
+            queries=[Query(tile.expr, legend=tile.legend)],
+            runbooks=tile.runbooks,
+            unit=tile.unit,
+            width=width,
+            height=height,
+            steps=bad_from(1),
+        )
+    )
+
+
+def info_stat(tile: Tile, *, width: int = 4, height: int = 5) -> stat_builder.Panel:
+    """Plain blue tile for a value that has no good or bad threshold."""
+    return stat(
+        Common(
+            title=tile.title,
+            description=tile.description,
+            queries=[Query(tile.expr, legend=tile.legend)],
+            runbooks=tile.runbooks,
+            unit=tile.unit,
+            width=width,
+            height=height,
+            steps=(Step(None, BLUE),),
+        ),
+        color_background=False,
+        sparkline=False,
+    )
+
+
+def state_lanes(
+    title: str,
+    description: str,
+    query: Query,
+    runbooks: Sequence[str],
+    *,
+    good: str,
+    bad: str,
+    width: int = 12,
+    height: int = 8,
+) -> statetimeline_builder.Panel:
+    """State timeline of a 0/1 series per lane: ``good`` in green at 1, ``bad`` in red at 0."""
+    return state_timeline(
+        Common(
+            title=title,
+            description=description,
+            queries=[query],
+            runbooks=runbooks,
+            unit="none",
+            width=width,
+            height=height,
+            steps=ONE_IS_GOOD,
+            mappings=good_bad(good, bad),
+        )
+    )
+
+
 def runbook_data_link() -> list[dashboard_model.DynamicConfigValue]:
     """Field override properties that turn alert-name cells into links to their runbooks."""
     return [
@@ -421,6 +518,16 @@ def dashboard(uid: str, title: str, description: str) -> dashboard_builder.Dashb
     )
     for variable in variables():
         board = board.with_variable(variable)
+    return board
+
+
+def row(
+    board: dashboard_builder.Dashboard, title: str, panels: Sequence[PanelBuilder]
+) -> dashboard_builder.Dashboard:
+    """Add a row titled ``title`` followed by ``panels``, in order."""
+    board = board.with_row(dashboard_builder.Row(title))
+    for panel in panels:
+        board = board.with_panel(panel)
     return board
 
 
