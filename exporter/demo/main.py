@@ -219,6 +219,7 @@ def run_demo(
                     f"cannot listen on {listen_host}:{port} ({exc.strerror or exc})"
                 ) from None
             stack.callback(app.stop)
+            app.install_signal_handlers()  # from now on a signal asks for a clean stop
             traffic = (
                 Workload(app_dsn, seed=seed_value + 1, data_seed=seed_value) if workload else None
             )
@@ -236,7 +237,7 @@ def run_demo(
                 variant=variant,
                 traffic=traffic,
             )
-            app.wait_for_signal()  # installs its own SIGINT/SIGTERM handlers
+            app.wait_for_signal()
             switch_signals(_note_signal)
             log.info("demo.stopping")
         except KeyboardInterrupt:

@@ -19,6 +19,12 @@ from exporter.demo import datagen
 
 log = structlog.get_logger()
 
+# tqdm ships no type hints; imported here so a missing package fails at import time.
+# The subclass has no monitor thread, which would outlive the bar.
+_Tqdm: Final = type(
+    "DemoProgress", (importlib.import_module("tqdm").tqdm,), {"monitor_interval": 0}
+)
+
 CHUNK_SCANS: Final = 2000
 _APP_NAME: Final = "gecko-demo-seed"
 
@@ -65,11 +71,9 @@ def progress_bar(*, total: int, desc: str, unit: str, enabled: bool) -> Progress
     """A tqdm progress bar on stderr, or a silent stand-in when ``enabled`` is false."""
     if not enabled:
         return _NoBar()
-    # A subclass without tqdm's monitor thread, which would outlive the bar.
-    bar_cls = type("DemoProgress", (importlib.import_module("tqdm").tqdm,), {"monitor_interval": 0})
     return cast(
         "ProgressBar",
-        bar_cls(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True),
+        _Tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True),
     )
 
 
