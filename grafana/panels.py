@@ -472,6 +472,20 @@ def state_lanes(
     )
 
 
+def probe_lanes(title: str, description: str) -> statetimeline_builder.Panel:
+    """One lane per probe: whether its last run succeeded, on the worst instance."""
+    return state_lanes(
+        title,
+        description,
+        Query(f"min by (probe) ({sel('gecko_probe_success')})", legend="{{probe}}"),
+        ["GeckoProbeFailing"],
+        good="OK",
+        bad="FAILING",
+        width=24,
+        height=9,
+    )
+
+
 def runbook_data_link() -> list[dashboard_model.DynamicConfigValue]:
     """Field override properties that turn alert-name cells into links to their runbooks."""
     return [
