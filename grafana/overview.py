@@ -8,23 +8,26 @@ queries, firing Gecko alerts, and exporter / probe health.
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard as dashboard_builder
+from grafana_foundation_sdk.builders import stat as stat_builder
 from grafana_foundation_sdk.models import dashboard as dashboard_model
 
 from grafana.panels import (
-    GREEN,
-    ORANGE,
-    RED,
+    ONE_IS_GOOD,
     Common,
+    PanelBuilder,
     Query,
-    Step,
+    Tile,
+    bad_from,
     dashboard,
+    good_bad,
     heatmap,
+    probe_lanes,
+    problem_count,
     rate,
+    row,
     runbook_data_link,
     sel,
     stat,
-    state_timeline,
     table,
     timeseries,
 )
@@ -54,113 +57,99 @@ def _worst_quantile(q: float, histogram: str) -> str:
     return f"max({_quantile(q, histogram)})"
 
 
-def _steps(threshold: float) -> tuple[Step, ...]:
-    """Green below, orange from 80 % of the threshold, red at the threshold."""
-    return (Step(None, GREEN), Step(round(threshold * 0.8, 6), ORANGE), Step(threshold, RED))
+#: The four headline signals, each with the alert threshold its tile turns red at.
+HEADLINES = (
+    (
+        Tile(
+            title="Scan lookup p99",
+            description=(
+                '99th percentile round trip of the app\'s dedupe lookup on "Scan", '
+                "worst instance, measured by the exporter's scan_lookup probe. "
+                "Bad: red at 100 ms or more (GeckoScanLookupSlow) — usually a missing or "
+                'invalid index on "Scan" or a plan that stopped using it.'
+            ),
+            expr=_worst_quantile(0.99, SCAN_LOOKUP),
+            legend="p99",
+            runbooks=["GeckoScanLookupSlow"],
+            unit="s",
+        ),
+        SCAN_LOOKUP_THRESHOLD,
+    ),
+    (
+        Tile(
+            title="Report generation p99",
+            description=(
+                "99th percentile of the three queries behind GET /api/report/:slug, "
+                "worst instance. Bad: red at 2 s or more (GeckoReportGenerationSlow) — "
+                "look at Evidence/Issue index use and row counts per report."
+            ),
+            expr=_worst_quantile(0.99, REPORT),
+            legend="p99",
+            runbooks=["GeckoReportGenerationSlow"],
+            unit="s",
+        ),
+        REPORT_THRESHOLD,
+    ),
+    (
+        Tile(
+            title="Connection pool utilization (max)",
+            description=(
+                "Busiest connection pool: connections in use / usable pool size. "
+                "Bad: red at 80 % or more (GeckoConnectionPoolSaturated); at 100 % new "
+                "requests queue for a connection or fail."
+            ),
+            expr=f"max({sel('gecko_connection_pool_utilization_ratio')})",
+            legend="max",
+            runbooks=["GeckoConnectionPoolSaturated"],
+            unit="percentunit",
+        ),
+        POOL_THRESHOLD,
+    ),
+    (
+        Tile(
+            title="Longest running query",
+            description=(
+                "Age of the oldest non-idle query on the server (exporter sessions "
+                "excluded); 0 when nothing runs. Bad: red at 5 s or more "
+                "(GeckoSlowQuery) — a stuck query holds locks and a pool connection."
+            ),
+            expr=f"max({sel('gecko_longest_active_query_seconds')})",
+            legend="max",
+            runbooks=["GeckoSlowQuery"],
+            unit="s",
+        ),
+        SLOW_QUERY_THRESHOLD,
+    ),
+)
 
 
-def _headline_row(board: dashboard_builder.Dashboard) -> dashboard_builder.Dashboard:
-    board = board.with_row(dashboard_builder.Row("Headline signals"))
-    return (
-        board.with_panel(
-            stat(
-                Common(
-                    title="Scan lookup p99",
-                    description=(
-                        '99th percentile round trip of the app\'s dedupe lookup on "Scan", '
-                        "worst instance, measured by the exporter's scan_lookup probe. "
-                        "Bad: red at 100 ms or more (GeckoScanLookupSlow) — usually a missing or "
-                        'invalid index on "Scan" or a plan that stopped using it.'
-                    ),
-                    queries=[Query(_worst_quantile(0.99, SCAN_LOOKUP), legend="p99")],
-                    runbooks=["GeckoScanLookupSlow"],
-                    unit="s",
-                    width=6,
-                    height=5,
-                    steps=_steps(SCAN_LOOKUP_THRESHOLD),
-                )
-            )
-        )
-        .with_panel(
-            stat(
-                Common(
-                    title="Report generation p99",
-                    description=(
-                        "99th percentile of the three queries behind GET /api/report/:slug, "
-                        "worst instance. Bad: red at 2 s or more (GeckoReportGenerationSlow) — "
-                        "look at Evidence/Issue index use and row counts per report."
-                    ),
-                    queries=[Query(_worst_quantile(0.99, REPORT), legend="p99")],
-                    runbooks=["GeckoReportGenerationSlow"],
-                    unit="s",
-                    width=6,
-                    height=5,
-                    steps=_steps(REPORT_THRESHOLD),
-                )
-            )
-        )
-        .with_panel(
-            stat(
-                Common(
-                    title="Connection pool utilization (max)",
-                    description=(
-                        "Busiest connection pool: connections in use / usable pool size. "
-                        "Bad: red at 80 % or more (GeckoConnectionPoolSaturated); at 100 % new "
-                        "requests queue for a connection or fail."
-                    ),
-                    queries=[
-                        Query(
-                            f"max({sel('gecko_connection_pool_utilization_ratio')})",
-                            legend="max",
-                        )
-                    ],
-                    runbooks=["GeckoConnectionPoolSaturated"],
-                    unit="percentunit",
-                    width=6,
-                    height=5,
-                    steps=_steps(POOL_THRESHOLD),
-                    min=0,
-                    max=1,
-                )
-            )
-        )
-        .with_panel(
-            stat(
-                Common(
-                    title="Longest running query",
-                    description=(
-                        "Age of the oldest non-idle query on the server (exporter sessions "
-                        "excluded); 0 when nothing runs. Bad: red at 5 s or more "
-                        "(GeckoSlowQuery) — a stuck query holds locks and a pool connection."
-                    ),
-                    queries=[
-                        Query(f"max({sel('gecko_longest_active_query_seconds')})", legend="max")
-                    ],
-                    runbooks=["GeckoSlowQuery"],
-                    unit="s",
-                    width=6,
-                    height=5,
-                    steps=_steps(SLOW_QUERY_THRESHOLD),
-                )
-            )
+def _headline(tile: Tile, threshold: float) -> stat_builder.Panel:
+    """Headline tile: orange from 80 % of its alert threshold, red at the threshold."""
+    ratio = tile.unit == "percentunit"  # a ratio's scale is 0 to 1
+    return stat(
+        Common(
+            title=tile.title,
+            description=tile.description,
+            queries=[Query(tile.expr, legend=tile.legend)],
+            runbooks=tile.runbooks,
+            unit=tile.unit,
+            width=6,
+            height=5,
+            steps=bad_from(threshold, warn=round(threshold * 0.8, 6)),
+            min=0 if ratio else None,
+            max=1 if ratio else None,
         )
     )
 
 
 def _latency_panels(
-    board: dashboard_builder.Dashboard,
-    *,
-    name: str,
-    histogram: str,
-    threshold: float,
-    alert: str,
-    what: str,
-) -> dashboard_builder.Dashboard:
+    *, name: str, histogram: str, threshold: float, alert: str, what: str
+) -> list[PanelBuilder]:
     percentiles = [
         Query(_quantile(q, histogram), legend=f"p{round(q * 100)} {{{{instance}}}}")
         for q in (0.5, 0.9, 0.99)
     ]
-    return board.with_panel(
+    return [
         timeseries(
             Common(
                 title=f"{name} latency percentiles",
@@ -173,12 +162,11 @@ def _latency_panels(
                 queries=percentiles,
                 runbooks=[alert],
                 unit="s",
-                steps=(Step(None, GREEN), Step(threshold, RED)),
+                steps=bad_from(threshold),
                 min=0,
             ),
             threshold_line=True,
-        )
-    ).with_panel(
+        ),
         heatmap(
             Common(
                 title=f"{name} latency distribution",
@@ -198,198 +186,151 @@ def _latency_panels(
                 runbooks=[alert],
                 unit="s",
             )
-        )
-    )
+        ),
+    ]
 
 
-def _connections_row(board: dashboard_builder.Dashboard) -> dashboard_builder.Dashboard:
-    board = board.with_row(dashboard_builder.Row("Connections and queries"))
-    return (
-        board.with_panel(
-            timeseries(
-                Common(
-                    title="Connection pool utilization per pool",
-                    description=(
-                        'In use / usable size for each pool (pool="server" is client backends / '
-                        "(max_connections - reserved)). Bad: any pool above the dashed 80 % line "
-                        "(GeckoConnectionPoolSaturated); flat at 100 % means requests wait for "
-                        "connections."
-                    ),
-                    queries=[
-                        Query(
-                            sel("gecko_connection_pool_utilization_ratio"),
-                            legend="{{pool}} {{instance}}",
-                        )
-                    ],
-                    runbooks=["GeckoConnectionPoolSaturated"],
-                    unit="percentunit",
-                    steps=(Step(None, GREEN), Step(POOL_THRESHOLD, RED)),
-                    min=0,
-                    max=1,
+def _connections_panels() -> list[PanelBuilder]:
+    return [
+        timeseries(
+            Common(
+                title="Connection pool utilization per pool",
+                description=(
+                    'In use / usable size for each pool (pool="server" is client backends / '
+                    "(max_connections - reserved)). Bad: any pool above the dashed 80 % line "
+                    "(GeckoConnectionPoolSaturated); flat at 100 % means requests wait for "
+                    "connections."
                 ),
-                threshold_line=True,
-            )
-        )
-        .with_panel(
-            timeseries(
-                Common(
-                    title="Client connections by state",
-                    description=(
-                        "Client backends on the server by state. Bad: idle_in_transaction "
-                        "growing (sessions holding locks and snapshots), or active close to the "
-                        "pool size."
-                    ),
-                    queries=[
-                        Query(
-                            f"sum by (state) ({sel('gecko_connections')})",
-                            legend="{{state}}",
-                        )
-                    ],
-                    runbooks=["GeckoConnectionPoolSaturated"],
-                    unit="short",
-                    min=0,
-                ),
-                stack=True,
-            )
-        )
-        .with_panel(
-            timeseries(
-                Common(
-                    title="Longest running query and idle transaction",
-                    description=(
-                        "Age of the oldest running query and of the oldest idle-in-transaction "
-                        "session. Bad: the query line above the dashed 5 s line (GeckoSlowQuery); "
-                        "an idle transaction that keeps growing blocks vacuum and DDL."
-                    ),
-                    queries=[
-                        Query(
-                            sel("gecko_longest_active_query_seconds"),
-                            legend="running query {{instance}}",
-                        ),
-                        Query(
-                            sel("gecko_longest_idle_in_transaction_seconds"),
-                            legend="idle in transaction {{instance}}",
-                        ),
-                    ],
-                    runbooks=["GeckoSlowQuery"],
-                    unit="s",
-                    steps=(Step(None, GREEN), Step(SLOW_QUERY_THRESHOLD, RED)),
-                    min=0,
-                ),
-                threshold_line=True,
-            )
-        )
-        .with_panel(
-            timeseries(
-                Common(
-                    title="Slow queries per minute",
-                    description=(
-                        "Queries newly seen running longer than the slow-query threshold "
-                        "(default 5 s), per minute, and how many run that long right now. "
-                        "Bad: anything above 0 that persists (GeckoSlowQuery)."
-                    ),
-                    queries=[
-                        Query(
-                            f"sum by (job, instance) ({rate('gecko_slow_queries_total')}) * 60",
-                            legend="new slow queries/min {{instance}}",
-                        ),
-                        Query(
-                            sel("gecko_slow_queries_running"),
-                            legend="running now {{instance}}",
-                        ),
-                    ],
-                    runbooks=["GeckoSlowQuery"],
-                    unit="short",
-                    steps=(Step(None, GREEN), Step(1, RED)),
-                    min=0,
-                ),
-                bars=False,
-            )
-        )
-    )
-
-
-def _alerts_row(board: dashboard_builder.Dashboard) -> dashboard_builder.Dashboard:
-    board = board.with_row(dashboard_builder.Row("Alerts and exporter health"))
-    alerts_table = table(
-        Common(
-            title="Firing Gecko alerts",
-            description=(
-                "Gecko alerts firing now, with their severity. Bad: any row. Click an alert "
-                "name for its runbook."
+                queries=[
+                    Query(
+                        sel("gecko_connection_pool_utilization_ratio"),
+                        legend="{{pool}} {{instance}}",
+                    )
+                ],
+                runbooks=["GeckoConnectionPoolSaturated"],
+                unit="percentunit",
+                steps=bad_from(POOL_THRESHOLD),
+                min=0,
+                max=1,
             ),
-            queries=[
-                Query(
-                    f"max by (alertname, severity, job, instance) ({ALERT_SELECTOR})",
-                    instant=True,
-                    table=True,
-                )
-            ],
-            unit="short",
-            width=12,
+            threshold_line=True,
+        ),
+        timeseries(
+            Common(
+                title="Client connections by state",
+                description=(
+                    "Client backends on the server by state. Bad: idle_in_transaction "
+                    "growing (sessions holding locks and snapshots), or active close to the "
+                    "pool size."
+                ),
+                queries=[Query(f"sum by (state) ({sel('gecko_connections')})", legend="{{state}}")],
+                runbooks=["GeckoConnectionPoolSaturated"],
+                min=0,
+            ),
+            stack=True,
+        ),
+        timeseries(
+            Common(
+                title="Longest running query and idle transaction",
+                description=(
+                    "Age of the oldest running query and of the oldest idle-in-transaction "
+                    "session. Bad: the query line above the dashed 5 s line (GeckoSlowQuery); "
+                    "an idle transaction that keeps growing blocks vacuum and DDL."
+                ),
+                queries=[
+                    Query(
+                        sel("gecko_longest_active_query_seconds"),
+                        legend="running query {{instance}}",
+                    ),
+                    Query(
+                        sel("gecko_longest_idle_in_transaction_seconds"),
+                        legend="idle in transaction {{instance}}",
+                    ),
+                ],
+                runbooks=["GeckoSlowQuery"],
+                unit="s",
+                steps=bad_from(SLOW_QUERY_THRESHOLD),
+                min=0,
+            ),
+            threshold_line=True,
+        ),
+        timeseries(
+            Common(
+                title="Slow queries per minute",
+                description=(
+                    "Queries newly seen running longer than the slow-query threshold "
+                    "(default 5 s), per minute, and how many run that long right now. "
+                    "Bad: anything above 0 that persists (GeckoSlowQuery)."
+                ),
+                queries=[
+                    Query(
+                        f"sum by (job, instance) ({rate('gecko_slow_queries_total')}) * 60",
+                        legend="new slow queries/min {{instance}}",
+                    ),
+                    Query(sel("gecko_slow_queries_running"), legend="running now {{instance}}"),
+                ],
+                runbooks=["GeckoSlowQuery"],
+                steps=bad_from(1),
+                min=0,
+            )
+        ),
+    ]
+
+
+def _alerts_panels() -> list[PanelBuilder]:
+    return [
+        problem_count(
+            Tile(
+                title="Firing Gecko alerts (count)",
+                description=(
+                    "Number of Gecko alerts firing now (0 when none). Bad: anything above 0 — "
+                    "the table next to it says which, with runbook links."
+                ),
+                expr=f"count({ALERT_SELECTOR}) or vector(0)",
+                legend="firing",
+            ),
             height=8,
         ),
-        hide_columns=("Time", "Value"),
-    ).override_by_name("alertname", runbook_data_link())
-    return (
-        board.with_panel(
-            stat(
-                Common(
-                    title="Firing Gecko alerts (count)",
-                    description=(
-                        "Number of Gecko alerts firing now (0 when none). Bad: anything above 0 — "
-                        "the table next to it says which, with runbook links."
-                    ),
-                    queries=[Query(f"count({ALERT_SELECTOR}) or vector(0)", legend="firing")],
-                    unit="short",
-                    width=4,
-                    height=8,
-                    steps=(Step(None, GREEN), Step(1, RED)),
-                )
+        table(
+            Common(
+                title="Firing Gecko alerts",
+                description=(
+                    "Gecko alerts firing now, with their severity. Bad: any row. Click an alert "
+                    "name for its runbook."
+                ),
+                queries=[
+                    Query(
+                        f"max by (alertname, severity, job, instance) ({ALERT_SELECTOR})",
+                        instant=True,
+                        table=True,
+                    )
+                ],
+            ),
+            hide_columns=("Time", "Value"),
+        ).override_by_name("alertname", runbook_data_link()),
+        stat(
+            Common(
+                title="Database reachable (gecko_up)",
+                description=(
+                    "1 while the exporter's round trips to PostgreSQL succeed, per instance. "
+                    "Bad: DOWN (GeckoDatabaseDown); no value at all means the exporter itself "
+                    "is not scraped (GeckoExporterDown)."
+                ),
+                queries=[Query(sel("gecko_up"), legend="{{instance}}")],
+                runbooks=["GeckoDatabaseDown", "GeckoExporterDown"],
+                unit="none",
+                width=8,
+                steps=ONE_IS_GOOD,
+                mappings=good_bad("UP", "DOWN"),
             )
-        )
-        .with_panel(alerts_table)
-        .with_panel(
-            stat(
-                Common(
-                    title="Database reachable (gecko_up)",
-                    description=(
-                        "1 while the exporter's round trips to PostgreSQL succeed, per instance. "
-                        "Bad: DOWN (GeckoDatabaseDown); no value at all means the exporter itself "
-                        "is not scraped (GeckoExporterDown)."
-                    ),
-                    queries=[Query(sel("gecko_up"), legend="{{instance}}")],
-                    runbooks=["GeckoDatabaseDown", "GeckoExporterDown"],
-                    unit="none",
-                    width=8,
-                    height=8,
-                    steps=(Step(None, RED), Step(1, GREEN)),
-                    mappings=((1, "UP", GREEN), (0, "DOWN", RED)),
-                )
-            )
-        )
-        .with_panel(
-            state_timeline(
-                Common(
-                    title="Probe health",
-                    description=(
-                        "Whether each probe's last run succeeded (worst instance). Bad: a red "
-                        "FAILING lane (GeckoProbeFailing); that probe's metrics are stale — see "
-                        "the exporter self-monitoring dashboard for the failure reason."
-                    ),
-                    queries=[
-                        Query(f"min by (probe) ({sel('gecko_probe_success')})", legend="{{probe}}")
-                    ],
-                    runbooks=["GeckoProbeFailing"],
-                    unit="none",
-                    width=24,
-                    height=9,
-                    steps=(Step(None, RED), Step(1, GREEN)),
-                    mappings=((1, "OK", GREEN), (0, "FAILING", RED)),
-                )
-            )
-        )
-    )
+        ),
+        probe_lanes(
+            "Probe health",
+            "Whether each probe's last run succeeded (worst instance). Bad: a red "
+            "FAILING lane (GeckoProbeFailing); that probe's metrics are stale — see "
+            "the exporter self-monitoring dashboard for the failure reason.",
+        ),
+    ]
 
 
 def build() -> dashboard_model.Dashboard:
@@ -400,24 +341,24 @@ def build() -> dashboard_model.Dashboard:
         "On-call view of the Gecko Advisor PostgreSQL database: headline latency, pool and "
         "query-age signals against their alert thresholds, firing alerts and probe health.",
     )
-    board = _headline_row(board)
-    board = board.with_row(dashboard_builder.Row("Latency"))
-    board = _latency_panels(
-        board,
-        name="Scan lookup",
-        histogram=SCAN_LOOKUP,
-        threshold=SCAN_LOOKUP_THRESHOLD,
-        alert="GeckoScanLookupSlow",
-        what='the dedupe lookup on "Scan"',
-    )
-    board = _latency_panels(
-        board,
-        name="Report generation",
-        histogram=REPORT,
-        threshold=REPORT_THRESHOLD,
-        alert="GeckoReportGenerationSlow",
-        what="report generation (Scan + Evidence + Issue queries)",
-    )
-    board = _connections_row(board)
-    board = _alerts_row(board)
+    board = row(board, "Headline signals", [_headline(*headline) for headline in HEADLINES])
+    latency = [
+        *_latency_panels(
+            name="Scan lookup",
+            histogram=SCAN_LOOKUP,
+            threshold=SCAN_LOOKUP_THRESHOLD,
+            alert="GeckoScanLookupSlow",
+            what='the dedupe lookup on "Scan"',
+        ),
+        *_latency_panels(
+            name="Report generation",
+            histogram=REPORT,
+            threshold=REPORT_THRESHOLD,
+            alert="GeckoReportGenerationSlow",
+            what="report generation (Scan + Evidence + Issue queries)",
+        ),
+    ]
+    board = row(board, "Latency", latency)
+    board = row(board, "Connections and queries", _connections_panels())
+    board = row(board, "Alerts and exporter health", _alerts_panels())
     return board.build()
