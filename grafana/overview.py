@@ -127,12 +127,7 @@ def _headline(tile: Tile, threshold: float) -> stat_builder.Panel:
     """Headline tile: orange from 80 % of its alert threshold, red at the threshold."""
     ratio = tile.unit == "percentunit"  # a ratio's scale is 0 to 1
     return stat(
-        Common(
-            title=tile.title,
-            description=tile.description,
-            queries=[Query(tile.expr, legend=tile.legend)],
-            runbooks=tile.runbooks,
-            unit=tile.unit,
+        tile.spec(
             width=6,
             height=5,
             steps=bad_from(threshold, warn=round(threshold * 0.8, 6)),

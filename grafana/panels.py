@@ -410,36 +410,39 @@ class Tile:
     runbooks: Sequence[str] = ()
     unit: str = "short"
 
+    def spec(
+        self,
+        *,
+        width: int,
+        height: int,
+        steps: Sequence[Step],
+        min: float | None = None,
+        max: float | None = None,
+    ) -> Common:
+        """The tile as a panel spec of the given size and thresholds."""
+        return Common(
+            title=self.title,
+            description=self.description,
+            queries=[Query(self.expr, legend=self.legend)],
+            runbooks=self.runbooks,
+            unit=self.unit,
+            width=width,
+            height=height,
+            steps=steps,
+            min=min,
+            max=max,
+        )
+
 
 def problem_count(tile: Tile, *, width: int = 4, height: int = 5) -> stat_builder.Panel:
     """Tile counting problems: green at 0, red from 1 on."""
-    return stat(
-        Common(
-            title=tile.title,
-            description=tile.description,
-            queries=[Query(tile.expr, legend=tile.legend)],
-            runbooks=tile.runbooks,
-            unit=tile.unit,
-            width=width,
-            height=height,
-            steps=bad_from(1),
-        )
-    )
+    return stat(tile.spec(width=width, height=height, steps=bad_from(1)))
 
 
 def info_stat(tile: Tile, *, width: int = 4, height: int = 5) -> stat_builder.Panel:
     """Plain blue tile for a value that has no good or bad threshold."""
     return stat(
-        Common(
-            title=tile.title,
-            description=tile.description,
-            queries=[Query(tile.expr, legend=tile.legend)],
-            runbooks=tile.runbooks,
-            unit=tile.unit,
-            width=width,
-            height=height,
-            steps=(Step(None, BLUE),),
-        ),
+        tile.spec(width=width, height=height, steps=(Step(None, BLUE),)),
         color_background=False,
         sparkline=False,
     )
