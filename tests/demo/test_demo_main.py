@@ -106,11 +106,12 @@ def test_demo_serves_metrics_and_stops_cleanly_on_sigterm(
             'gecko_connection_pool_connections{pool="backend"',
             'gecko_connection_pool_connections{pool="worker"',
             "gecko_scan_lookup_duration_seconds_count",
+            "gecko_report_generation_duration_seconds_count",
         ),
         timeout=60,
-        message="gecko_up 1, the app pools busy, a scan lookup sampled",
+        message="gecko_up 1, the app pools busy, both latency probes sampled",
     )
-    assert "gecko_report_generation_duration_seconds" in metrics
+    assert 'gecko_connection_pool_size{pool="backend"} 10.0' in metrics
     wait_until(lambda: run.get("/healthz")[0] == 200, timeout=30, message="/healthz 200")
     wait_until(lambda: run.get("/readyz")[0] == 200, timeout=30, message="/readyz 200")
 
