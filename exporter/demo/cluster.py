@@ -277,18 +277,26 @@ class LocalCluster:
         pid = self.postmaster_pid()
         if pid is None:
             return []
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
+        try:
+            root = psutil.Process(pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def _signal_all(self, sig: int) -> None:
+        for proc in self._processes():
+            try:
+                proc.send_signal(sig)
+            except psutil.NoSuchProcess:  # a backend exited between listing and signalling
+                continue
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP to the postmaster and every backend)."""
-        for proc in self._processes():
-            proc.send_signal(signal.SIGSTOP)
+        self._signal_all(signal.SIGSTOP)
 
     def resume(self) -> None:
         """Thaw a server frozen by :meth:`pause`."""
-        for proc in self._processes():
-            proc.send_signal(signal.SIGCONT)
+        self._signal_all(signal.SIGCONT)
 
     def destroy(self) -> None:
         try:
