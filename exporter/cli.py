@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the machine's PostgreSQL 15 packages instead of the bundled 18",
     )
     demo.add_argument("--no-workload", action="store_true", help="do not run app-like traffic")
+    demo.add_argument(
+        "--schema-variant",
+        choices=["incremental", "fresh"],
+        default="incremental",
+        help="indexes as replayed by the incremental Prisma chain (default) or a fresh install",
+    )
+    demo.add_argument("--seed", type=int, default=1, help="seed of the synthetic data")
     demo.add_argument("--log-format", choices=["json", "console"], default="console")
     sub.add_parser("version", help="print the version")
     return parser
@@ -149,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pg_major=args.pg_major,
                 workload=not args.no_workload,
                 log_format=args.log_format,
+                variant=args.schema_variant,
+                seed_value=args.seed,
             )
         except ExporterError as exc:
             return _fail(str(exc))
