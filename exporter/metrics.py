@@ -10,6 +10,7 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -52,6 +53,13 @@ def to_prometheus(family: Family) -> Metric:
     for s in family.samples:
         metric.add_metric(list(s.labels), s.value)
     return metric
+
+
+def _sampled(family: Family, note: str) -> Family:
+    """HELP says that the value is sampled, by which probe and how often."""
+    if "sampled by probe" in family.documentation:
+        return family
+    return replace(family, documentation=f"{family.documentation.rstrip()} {note}")
 
 
 def merge(families: Iterable[Family]) -> list[Family]:
@@ -145,9 +153,10 @@ class StoreCollector(Collector):
                 duration.add_metric([name], state.last_duration_seconds)
             if state.last_success_wall is not None:
                 last_ok.add_metric([name], state.last_success_wall)
-            families.extend(state.persistent)
+            note = f"Sampled by probe {name} every {state.interval_seconds:g}s."
+            families.extend(_sampled(f, note) for f in state.persistent)
             if state.fresh(now):
-                families.extend(state.families)
+                families.extend(_sampled(f, note) for f in state.families)
         yield from (success, duration, last_ok, interval, runs, failures)
         for fam in merge(families):
             yield to_prometheus(fam)
