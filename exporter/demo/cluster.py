@@ -195,7 +195,10 @@ class LocalCluster:
     def init(self) -> None:
         self.basedir.mkdir(parents=True, exist_ok=True)
         if self._run_as is not None:
+            # the server user must reach both the data directory and the binaries
+            # (a virtualenv under /root, mode 0700, would otherwise be out of reach)
             _open_path_for_others(self.basedir)
+            _open_path_for_others(self.binaries.bindir)
             _open_tree_for_others(self.binaries.bindir.parent)
         self._chown(self.basedir)
         self.sockdir.mkdir(exist_ok=True)
