@@ -4,6 +4,8 @@ Alertmanager with the example configuration -> a webhook receiver in this test.
 Thresholds are the real ones; only `for` durations (and the slow-query counter window)
 are shortened, by generating a rules file from the same single source with overrides.
 Each scenario prints the time from the threshold crossing to the webhook delivery.
+The tests share one PostgreSQL server (GeckoDatabaseDown stops it and starts it again);
+each gets its own exporter, Prometheus, Alertmanager and webhook receiver.
 """
 
 from __future__ import annotations
@@ -11,25 +13,23 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
-from alert_rules import generate
-from tests.alerting.amconfig import write_localized
-from tests.conftest import GeckoDatabase
-from tests.support.exporter_proc import ExporterProcess, fast_probe_env
-from tests.support.promstack import (
-    AlertmanagerServer,
-    Delivery,
-    PrometheusServer,
-    WebhookReceiver,
+from tests.alerting.conftest import (
+    Stack,
+    alert_notification,
+    check_annotations,
+    e2e_stack,
+    ensure_running,
+    report,
 )
+from tests.conftest import GeckoDatabase
+from tests.support.exporter_proc import fast_probe_env
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -44,95 +44,28 @@ E2E_OVERRIDES: dict[str, float | str] = {
 POOL_APP = "gecko-e2e-app"
 POOL_SIZE = 10
 SLEEP_SECONDS = 9.0
-RUNBOOKS = generate.RUNBOOK_BASE_URL
-
-
-@dataclass
-class Stack:
-    db: GeckoDatabase
-    exporter: ExporterProcess
-    prometheus: PrometheusServer
-    alertmanager: AlertmanagerServer
-    hook: WebhookReceiver
-    instance: str
-
-
-@dataclass(frozen=True)
-class Notification:
-    delivery: Delivery
-    alert: dict[str, Any]
-
-
-def alert_notification(
-    hook: WebhookReceiver,
-    *,
-    alertname: str,
-    status: str,
-    severity: str,
-    since: float,
-    timeout: float,
-) -> Notification:
-    """The first delivery after ``since`` carrying that alert in that status."""
-
-    def find() -> Notification | None:
-        for delivery in hook.deliveries:
-            if delivery.received_monotonic < since:
-                continue
-            for alert in delivery.payload.get("alerts", []):
-                labels = alert["labels"]
-                if (
-                    labels.get("alertname") == alertname
-                    and labels.get("severity") == severity
-                    and alert["status"] == status
-                ):
-                    return Notification(delivery, alert)
-        return None
-
-    return wait_until(
-        find, timeout=timeout, interval=0.05, message=f"{status} {alertname} ({severity})"
-    )
-
-
-def report(label: str, seconds: float) -> None:
-    print(f"\n[e2e timing] {label}: {seconds:.2f}s")
 
 
 @pytest.fixture
 def stack(
     tmp_path: Path,
-    private_gecko_db: Callable[..., GeckoDatabase],
+    shared_gecko_db: GeckoDatabase,
     prometheus_bin: str,
     alertmanager_bin: str,
 ) -> Iterator[Stack]:
-    db = private_gecko_db(scans=300)
-    rules = tmp_path / "e2e.rules.yml"
-    rules.write_text(generate.render_plain(generate.load_config().with_overrides(**E2E_OVERRIDES)))
+    """A fresh exporter, Prometheus, Alertmanager and webhook per test, on the module's
+    PostgreSQL server (one server for the module: building one per test cost ~2s each)."""
+    db = ensure_running(shared_gecko_db)
     env = fast_probe_env(slow_queries=0.5, connections=0.5, server=1)
     env["GECKO_UP_STALE_SECONDS"] = "2"
     config = {"pools": [{"name": "app", "application_name": POOL_APP, "size": POOL_SIZE}]}
-    with ExitStack() as stack:
-        hook = stack.enter_context(WebhookReceiver())
-        am_config = write_localized(tmp_path / "alertmanager.yml", hook.url)
-        am = stack.enter_context(AlertmanagerServer(tmp_path / "am", am_config))
-        exporter = stack.enter_context(
-            ExporterProcess(db.monitor_dsn, env=env, config=config, workdir=tmp_path)
-        )
-        exporter.wait_ready()
-        instance = f"127.0.0.1:{exporter.port}"
-        prom = stack.enter_context(
-            PrometheusServer(tmp_path / "prom", [instance], [rules], alertmanager_url=am.url)
-        )
+    with e2e_stack(tmp_path, db, overrides=E2E_OVERRIDES, env=env, config=config) as s:
         wait_until(
-            lambda: prom.query('gecko_up{job="gecko-exporter"} == 1'),
-            timeout=30,
-            message="Prometheus scraping the exporter",
-        )
-        wait_until(
-            lambda: prom.query("gecko_connection_pool_utilization_ratio"),
+            lambda: s.prometheus.query("gecko_connection_pool_utilization_ratio"),
             timeout=30,
             message="pool metrics in Prometheus",
         )
-        yield Stack(db, exporter, prom, am, hook, instance)
+        yield s
 
 
 @contextmanager
@@ -155,14 +88,6 @@ def running_query(dsn: str, seconds: float) -> Iterator[float]:
     finally:
         thread.join(seconds + 15)
         conn.close()
-
-
-def check_annotations(alert: dict[str, Any], name: str, description: str) -> None:
-    ann = alert["annotations"]
-    assert set(ann) == {"summary", "description", "runbook_url"}
-    assert ann["runbook_url"] == f"{RUNBOOKS}/{name}.md"
-    assert ann["summary"].endswith(".")
-    assert re.fullmatch(description, ann["description"]), ann["description"]
 
 
 def test_slow_query_pages_while_running_and_resolves(stack: Stack) -> None:
