@@ -10,7 +10,6 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -53,13 +52,6 @@ def to_prometheus(family: Family) -> Metric:
     for s in family.samples:
         metric.add_metric(list(s.labels), s.value)
     return metric
-
-
-def _sampled(family: Family, note: str) -> Family:
-    """HELP says that the value is sampled, by which probe and how often."""
-    if "sampled by probe" in family.documentation:
-        return family
-    return replace(family, documentation=f"{family.documentation.rstrip()} {note}")
 
 
 def merge(families: Iterable[Family]) -> list[Family]:
@@ -153,10 +145,9 @@ class StoreCollector(Collector):
                 duration.add_metric([name], state.last_duration_seconds)
             if state.last_success_wall is not None:
                 last_ok.add_metric([name], state.last_success_wall)
-            note = f"Sampled by probe {name} every {state.interval_seconds:g}s."
-            families.extend(_sampled(f, note) for f in state.persistent)
+            families.extend(state.persistent)
             if state.fresh(now):
-                families.extend(_sampled(f, note) for f in state.families)
+                families.extend(state.families)
         yield from (success, duration, last_ok, interval, runs, failures)
         for fam in merge(families):
             yield to_prometheus(fam)

@@ -46,6 +46,13 @@ class ProbeState:
         )
 
 
+def _sampled(family: Family, note: str) -> Family:
+    """HELP says that the value is sampled, by which probe and how often."""
+    if family.documentation.endswith(note):
+        return family
+    return replace(family, documentation=f"{family.documentation.rstrip()} {note}")
+
+
 class ResultStore:
     """Thread-safe map of probe name -> :class:`ProbeState`."""
 
@@ -89,10 +96,11 @@ class ResultStore:
                 "last_duration_seconds": duration_seconds,
                 "last_failure_reason": None if success else reason,
             }
+            note = f"Sampled by probe {name} every {state.interval_seconds:g}s."
             if persistent is not None:
-                updates["persistent"] = tuple(persistent)
+                updates["persistent"] = tuple(_sampled(f, note) for f in persistent)
             if success:
-                updates["families"] = tuple(families or ())
+                updates["families"] = tuple(_sampled(f, note) for f in families or ())
                 updates["last_success_wall"] = time.time() if wall is None else wall
                 updates["last_success_monotonic"] = (
                     time.monotonic() if monotonic is None else monotonic
