@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.db import admin
-from exporter.demo import schema, seed
 from exporter.demo.cluster import LocalCluster, ServerBinaries, make_basedir
+from exporter.demo.provision import provision_database
+from tests.support.exporter_proc import ExporterProcess
 
 MONITOR_ROLE = "gecko_monitor"
 
@@ -33,56 +27,30 @@ def gecko_database(scans: int) -> Iterator[BenchDatabase]:
     cluster.init()
     cluster.start()
     try:
-        with admin.connect(cluster.dsn(), application_name="gecko-bench") as conn:
-            conn.execute("CREATE DATABASE privacy")
-        dsn = cluster.dsn("privacy")
-        schema.create_schema(dsn, "incremental")
-        schema.ensure_extensions(dsn)
-        seed.load_data(dsn, scans=scans, progress=False)
-        password = secrets.token_urlsafe(16)
-        schema.create_monitor_role(dsn, MONITOR_ROLE, password=password)
-        yield BenchDatabase(cluster, dsn, cluster.dsn("privacy", MONITOR_ROLE, password))
+        db = provision_database(
+            cluster.dsn(),
+            dbname="privacy",
+            scans=scans,
+            variant="incremental",
+            monitor_role=MONITOR_ROLE,
+        )
+        yield BenchDatabase(cluster, db.superuser_dsn, db.monitor_dsn)
     finally:
         cluster.destroy()
-
-
-def free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
 def exporter(dsn: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
     """``python -m exporter run`` in a child process; yields (url, pid)."""
-    port = free_port()
-    full = {k: v for k, v in os.environ.items() if not k.startswith("GECKO_")}
-    full.update({"GECKO_DATABASE_URL": dsn, "GECKO_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-                 "GECKO_LOG_LEVEL": "warning"})  # fmt: skip
-    full.update(env or {})
-    log = Path(make_basedir("gecko-bench-log-")) / "exporter.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "exporter", "run"], env=full,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("exporter did not become ready: " + log.read_text()[-2000:])
-            time.sleep(0.1)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    proc = ExporterProcess(
+        dsn,
+        env={"GECKO_LOG_LEVEL": "warning", **(env or {})},
+        workdir=make_basedir("gecko-bench-log-"),
+    )
+    with proc.start(wait_ready=True):
+        if proc.proc is None:  # pragma: no cover - start() sets it
+            raise RuntimeError("exporter did not start")
+        yield proc.url, proc.proc.pid
 
 
 def rss_bytes(pid: int) -> int:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.db import admin
 from exporter.demo import schema
 from exporter.demo.cluster import LocalCluster, ServerBinaries, make_basedir
+from exporter.demo.provision import provision_database
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_DSN = os.environ.get("GECKO_TEST_DSN")
@@ -71,20 +71,16 @@ def build_gecko_database(
     variant: schema.Variant = "fresh",
     dbname: str | None = None,
 ) -> GeckoDatabase:
-    from exporter.demo import seed  # noqa: PLC0415 - imported when a database is built
-
-    dbname = dbname or f"gecko_{secrets.token_hex(4)}"
-    with admin.connect(server_admin_dsn, application_name="gecko-tests") as conn:
-        conn.execute(f"CREATE DATABASE {conn.ident(dbname)}")
-        major = conn.server_major
-    dsn = admin.dsn_replace(server_admin_dsn, dbname=dbname)
-    schema.create_schema(dsn, variant)
-    schema.ensure_extensions(dsn)
-    seed.load_data(dsn, scans=scans, progress=False)
-    password = secrets.token_urlsafe(16)
-    schema.create_monitor_role(dsn, MONITOR_ROLE, password=password)
-    monitor = admin.dsn_replace(dsn, user=MONITOR_ROLE, password=password)
-    return GeckoDatabase(dsn, monitor, password, dbname, major, cluster)
+    db = provision_database(
+        server_admin_dsn,
+        dbname=dbname or f"gecko_{secrets.token_hex(4)}",
+        scans=scans,
+        variant=variant,
+        monitor_role=MONITOR_ROLE,
+    )
+    return GeckoDatabase(
+        db.superuser_dsn, db.monitor_dsn, db.monitor_password, db.dbname, db.major, cluster
+    )
 
 
 def start_cluster(binaries: ServerBinaries, **settings: str) -> LocalCluster:

@@ -8,7 +8,6 @@ traffic and serves the exporter until SIGINT/SIGTERM. Everything it started
 
 from __future__ import annotations
 
-import secrets
 import signal
 import socket
 import sys
@@ -18,12 +17,12 @@ from contextlib import ExitStack, contextmanager
 from types import FrameType
 from typing import Final, TextIO
 
-import psutil  # type: ignore[import-untyped]
 import structlog
 
 from exporter.db import admin
-from exporter.demo import schema, seed
-from exporter.demo.cluster import LocalCluster, ServerBinaries, running_cluster
+from exporter.demo import schema
+from exporter.demo.cluster import ServerBinaries, running_cluster
+from exporter.demo.provision import provision_database
 from exporter.demo.workload import BACKEND_APP, WORKER_APP, Workload
 from exporter.errors import ExporterError
 
@@ -67,22 +66,6 @@ def check_port_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             raise DemoError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-
-
-def stop_server(cluster: LocalCluster, *, attempts: int = 3) -> None:
-    """Stop the server ("fast": sessions are ended, nothing is left running).
-
-    ``LocalCluster.stop`` signals every server process first; one that exits
-    meanwhile (a backend closing) raises ``NoSuchProcess``: try again.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            cluster.stop(mode="fast")
-        except psutil.NoSuchProcess:
-            if attempt == attempts:
-                raise
-        else:
-            return
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -184,22 +167,22 @@ def run_demo(
     with _signal_handlers() as switch_signals, ExitStack() as stack:
         try:
             cluster = stack.enter_context(running_cluster(binaries))
-            stack.callback(stop_server, cluster)  # before running_cluster deletes its files
+            # stop politely ("fast") before running_cluster deletes its files
+            stack.callback(cluster.stop, mode="fast")
             # unwinds first: a second Ctrl-C must not interrupt the cleanup below it
             stack.callback(switch_signals, _note_signal)
             log.info("demo.server_started", port=cluster.port, major=binaries.major)
-            app_dsn = schema.create_app_database(
-                cluster.dsn(), dbname=DATABASE, owner=APP_ROLE, password=secrets.token_urlsafe(18)
+            db = provision_database(
+                cluster.dsn(),
+                dbname=DATABASE,
+                scans=scans,
+                variant=variant,
+                owner=APP_ROLE,
+                monitor_role=MONITOR_ROLE,
+                seed_value=seed_value,
+                progress=True,
             )
-            superuser_dsn = cluster.dsn(DATABASE)
-            schema.ensure_extensions(superuser_dsn)
-            schema.create_schema(app_dsn, variant)
-            monitor_password = secrets.token_urlsafe(18)
-            schema.create_monitor_role(superuser_dsn, MONITOR_ROLE, password=monitor_password)
-            monitor_dsn = admin.dsn_replace(
-                superuser_dsn, user=MONITOR_ROLE, password=monitor_password
-            )
-            seed.load_data(app_dsn, scans=scans, seed=seed_value, progress=True)
+            app_dsn, monitor_dsn = db.app_dsn, db.monitor_dsn
 
             settings = Settings.from_sources(
                 overrides={

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from exporter.db import admin
 from exporter.demo import schema, seed
 from exporter.demo.cluster import LocalCluster, ServerBinaries, running_cluster
-from exporter.demo.main import stop_server
+from exporter.demo.provision import provision_database
 from tests.conftest import IN_CI
 
 DEMO_SCANS = 600
@@ -42,7 +41,7 @@ def demo_cluster(major: str) -> Iterator[LocalCluster]:
         try:
             yield cluster
         finally:
-            stop_server(cluster)
+            cluster.stop(mode="fast")
 
 
 @dataclass(frozen=True)
@@ -64,31 +63,25 @@ def build_demo_database(
     """Database, app owner, extensions, schema, data and monitor role, as ``run_demo`` does."""
     suffix = secrets.token_hex(3)
     app_role = f"gecko_app_{suffix}"
-    app_dsn = schema.create_app_database(
+    db = provision_database(
         cluster.dsn(),
         dbname=f"privacy_{variant}_{suffix}",
+        scans=scans,
+        variant=variant,
         owner=app_role,
-        password=secrets.token_urlsafe(12),
+        monitor_role=f"gecko_monitor_{suffix}",
+        seed_value=7,
     )
-    superuser_dsn = admin.dsn_replace(cluster.dsn(), dbname=f"privacy_{variant}_{suffix}")
-    schema.ensure_extensions(superuser_dsn)
-    schema.create_schema(app_dsn, variant)
-    stats = seed.load_data(app_dsn, scans=scans, seed=7, progress=False)
-    monitor_role = f"gecko_monitor_{suffix}"
-    password = secrets.token_urlsafe(12)
-    schema.create_monitor_role(superuser_dsn, monitor_role, password=password)
-    with admin.connect(superuser_dsn, application_name="gecko-tests") as conn:
-        major = conn.server_major
     return DemoDatabase(
         variant=variant,
-        major=major,
+        major=db.major,
         cluster=cluster,
-        superuser_dsn=superuser_dsn,
-        app_dsn=app_dsn,
+        superuser_dsn=db.superuser_dsn,
+        app_dsn=db.app_dsn,
         app_role=app_role,
-        monitor_dsn=admin.dsn_replace(superuser_dsn, user=monitor_role, password=password),
-        monitor_role=monitor_role,
-        stats=stats,
+        monitor_dsn=db.monitor_dsn,
+        monitor_role=db.monitor_role,
+        stats=db.stats,
     )
 
 

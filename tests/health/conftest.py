@@ -23,6 +23,7 @@ from exporter.db import admin
 from exporter.db.session import Database, SessionOptions
 from exporter.demo import schema
 from exporter.demo.cluster import LocalCluster
+from exporter.demo.provision import provision_database
 from exporter.probes.base import Probe
 from exporter.samples import Family
 
@@ -95,19 +96,18 @@ def _create_database(cluster: LocalCluster, dbname: str) -> tuple[str, int]:
 def build_health_db(
     cluster: LocalCluster, *, scans: int = BULK_SCANS, variant: schema.Variant = "fresh"
 ) -> HealthDb:
-    from exporter.demo import seed  # noqa: PLC0415 - only when a database is built
-
-    dbname = f"gecko_health_{secrets.token_hex(3)}"
-    dsn, major = _create_database(cluster, dbname)
-    schema.create_schema(dsn, variant)
-    schema.ensure_extensions(dsn)
-    seed.load_data(dsn, scans=200, progress=False)
-    with admin.connect(dsn, application_name="gecko-health-tests") as conn:
+    db = provision_database(
+        cluster.dsn(),
+        dbname=f"gecko_health_{secrets.token_hex(3)}",
+        scans=200,
+        variant=variant,
+        monitor_role=MONITOR_ROLE,
+        monitor_password=MONITOR_PASSWORD,
+    )
+    with admin.connect(db.superuser_dsn, application_name="gecko-health-tests") as conn:
         conn.run_script(BULK_SQL.replace("%(n)s", str(int(scans))))
         conn.execute("ANALYZE")
-    schema.create_monitor_role(dsn, MONITOR_ROLE, password=MONITOR_PASSWORD)
-    monitor = admin.dsn_replace(dsn, user=MONITOR_ROLE, password=MONITOR_PASSWORD)
-    return HealthDb(dsn, monitor, dbname, major, cluster)
+    return HealthDb(db.superuser_dsn, db.monitor_dsn, db.dbname, db.major, cluster)
 
 
 def build_empty_db(cluster: LocalCluster) -> HealthDb:
