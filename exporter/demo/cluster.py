@@ -77,7 +77,8 @@ class ServerBinaries:
         return cls(bindir) if (bindir / "postgres").exists() else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -139,7 +140,7 @@ class LocalCluster:
     ) -> None:
         self.basedir = basedir
         self.binaries = binaries
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.password = secrets.token_urlsafe(18)
         self.datadir = basedir / "data"
         self.sockdir = basedir / "sock"

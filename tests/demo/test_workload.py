@@ -11,7 +11,6 @@ import pytest
 
 from exporter.db import admin
 from exporter.demo.cluster import LocalCluster
-from exporter.demo.main import stop_server
 from exporter.demo.workload import BACKEND_APP, CONNECT_TIMEOUT, WORKER_APP, Workload
 from tests.demo.conftest import DemoDatabase, build_demo_database, demo_cluster
 from tests.support.wait import wait_until
@@ -133,7 +132,7 @@ def test_workload_reconnects_after_a_server_restart(private_db: DemoDatabase) ->
     workload.start()
     try:
         wait_until(lambda: workload.stats()["requests"] >= 10, timeout=30, message="traffic")
-        stop_server(private_db.cluster)
+        private_db.cluster.stop(mode="fast")
         wait_until(lambda: workload.stats()["errors"] >= 1, timeout=30, message="errors counted")
         private_db.cluster.start()
         before = workload.stats()["report_reads"]
