@@ -30,13 +30,6 @@ class DatabaseUnavailable(DatabaseError):
     reached = False
 
 
-class ProbeTimeout(DatabaseError):
-    """The probe did not finish within its hard timeout."""
-
-    reason = "timeout"
-    reached = False
-
-
 class StatementTimeout(DatabaseError):
     """The server cancelled a statement at statement_timeout (SQLSTATE 57014)."""
 

@@ -34,22 +34,6 @@ from exporter.errors import SettingsError
 ENV_PREFIX = "GECKO_"
 DEFAULT_PORT = 8187
 
-PROBE_NAMES = (
-    "server",
-    "connections",
-    "slow_queries",
-    "scan_lookup",
-    "report",
-    "indexes",
-    "plans",
-    "tables",
-    "database",
-    "bloat",
-    "statements",
-    "locks",
-    "migrations",
-)
-
 PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
 
 
@@ -88,6 +72,8 @@ DEFAULT_PROBES: dict[str, ProbeSettings] = {
     "locks": _probe(5, 3),
     "migrations": _probe(15, 5),
 }
+#: every probe name (a bounded label value), in scheduling order
+PROBE_NAMES: tuple[str, ...] = tuple(DEFAULT_PROBES)
 
 #: The indexes the app's hot queries rely on (schema reference §3-4), checked by name.
 DEFAULT_CRITICAL_INDEXES = (

@@ -145,14 +145,6 @@ class Lane:
         except psycopg.ProgrammingError:
             self.password = None
 
-    @property
-    def busy(self) -> bool:
-        return self._lock.locked()
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None and not self._conn.closed
-
     def note_reached(self) -> None:
         self._health.reached()
 
