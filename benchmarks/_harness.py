@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.demo.cluster import LocalCluster, ServerBinaries, make_basedir
-from exporter.demo.provision import provision_database
+from gecko_demo.cluster import LocalCluster, ServerBinaries, make_basedir
+from gecko_demo.provision import provision_database
 from tests.support.exporter_proc import ExporterProcess
 
 MONITOR_ROLE = "gecko_monitor"

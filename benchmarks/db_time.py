@@ -12,8 +12,8 @@ import argparse
 import time
 
 from benchmarks._harness import MONITOR_ROLE, exporter, gecko_database
-from exporter.db import admin
-from exporter.demo.workload import Workload
+from gecko_demo import admin
+from gecko_demo.workload import Workload
 
 TOTALS = """
 SELECT count(*) AS statements, COALESCE(sum(calls), 0) AS calls,

@@ -23,13 +23,12 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from exporter.db import admin
 from exporter.db.session import Database, SessionOptions
-from exporter.demo import schema, seed
-from exporter.demo.cluster import running_cluster
 from exporter.probes.base import Probe
 from exporter.probes.registry import build_probes
 from exporter.settings import Settings
+from gecko_demo import admin, schema, seed
+from gecko_demo.cluster import running_cluster
 
 ROLE = "gecko_bench_monitor"
 BATCH = 250

@@ -10,7 +10,7 @@ import time
 import urllib.request
 
 from benchmarks._harness import exporter, gecko_database, rss_bytes
-from exporter.demo.workload import Workload
+from gecko_demo.workload import Workload
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import time
 import urllib.request
 
 from benchmarks._harness import exporter, gecko_database
-from exporter.demo.workload import Workload
+from gecko_demo.workload import Workload
 
 
 def python_client(url: str, seconds: float, scrapers: int, pause: float) -> list[float]:

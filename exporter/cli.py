@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail("argument --port: must be between 1 and 65535")
         configure_logging(args.log_format, "info")
         try:
-            from exporter.demo.main import run_demo  # noqa: PLC0415 - heavy, demo only
+            from gecko_demo.main import run_demo  # noqa: PLC0415 - heavy, demo only
         except ImportError as exc:
             return _fail(
                 f"demo: missing package {exc.name!r}; install the demo extra: "

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.demo import schema
-from exporter.demo.cluster import LocalCluster, ServerBinaries, make_basedir
-from exporter.demo.provision import provision_database
+from gecko_demo import schema
+from gecko_demo.cluster import LocalCluster, ServerBinaries, make_basedir
+from gecko_demo.provision import provision_database
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_DSN = os.environ.get("GECKO_TEST_DSN")

@@ -14,7 +14,7 @@ First law: the exporter must never be what hurts the monitored database.
   longer than ``lock_timeout``.
 * Reconnects back off exponentially up to a cap.
 
-This is the only module (with :mod:`exporter.db.dsn` and :mod:`exporter.db.admin`)
+This is the only module (with :mod:`exporter.db.dsn` and :mod:`gecko_demo.admin`)
 that imports psycopg.
 """
 

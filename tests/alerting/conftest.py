@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from alert_rules import generate
-from exporter.demo.cluster import ServerBinaries
+from gecko_demo.cluster import ServerBinaries
 from tests.conftest import TEST_DSN, GeckoDatabase, build_gecko_database, start_cluster
 from tests.support.exporter_proc import ExporterProcess
 from tests.support.promstack import (

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from exporter.demo import schema, seed
-from exporter.demo.cluster import LocalCluster, ServerBinaries, running_cluster
-from exporter.demo.provision import provision_database
+from gecko_demo import schema, seed
+from gecko_demo.cluster import LocalCluster, ServerBinaries, running_cluster
+from gecko_demo.provision import provision_database
 from tests.conftest import IN_CI
 
 DEMO_SCANS = 600

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from exporter.db import admin
-from exporter.demo import queries, schema
+from gecko_demo import admin, queries, schema
 from tests.demo.conftest import DemoDatabase
 from tests.support.wait import wait_until
 

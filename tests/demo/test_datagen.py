@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from exporter.demo import datagen
-from exporter.demo.datagen import (
+from gecko_demo import datagen
+from gecko_demo.datagen import (
     ERROR_SUMMARIES,
     ISSUE_RULES,
     DataGenerator,

@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from exporter.demo import main
-from exporter.demo.cluster import ServerBinaries
+from gecko_demo import main
+from gecko_demo.cluster import ServerBinaries
 from tests.support.wait import free_port, wait_until
 
 DSN_WITH_SECRET = re.compile(r"postgres(?:ql)?://[^\s:/@]+:[^\s@]+@")

@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter.db import admin
-from exporter.demo import queries, schema, seed
+from gecko_demo import admin, queries, schema, seed
 
 
 @pytest.mark.parametrize(

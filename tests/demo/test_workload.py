@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter.db import admin
-from exporter.demo.cluster import LocalCluster
-from exporter.demo.workload import BACKEND_APP, CONNECT_TIMEOUT, WORKER_APP, Workload
+from gecko_demo import admin
+from gecko_demo.cluster import LocalCluster
+from gecko_demo.workload import BACKEND_APP, CONNECT_TIMEOUT, WORKER_APP, Workload
 from tests.demo.conftest import DemoDatabase, build_demo_database, demo_cluster
 from tests.support.wait import wait_until
 

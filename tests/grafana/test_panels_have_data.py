@@ -38,10 +38,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.db import admin
-from exporter.demo.cluster import ServerBinaries
-from exporter.demo.workload import BACKEND_APP, WORKER_APP, Workload
 from exporter.settings import DEFAULT_PROBES
+from gecko_demo import admin
+from gecko_demo.cluster import ServerBinaries
+from gecko_demo.workload import BACKEND_APP, WORKER_APP, Workload
 from tests.conftest import TEST_DSN, GeckoDatabase, build_gecko_database, start_cluster
 from tests.grafana.dashboard_lint import (
     PROMETHEUS_SYNTHETIC,

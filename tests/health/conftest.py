@@ -1,7 +1,7 @@
 """Databases for the health-signal tests, on the suite's PostgreSQL 18 and 15 servers.
 
 Each server gets one Gecko database of its own (the schema from
-``exporter.demo.schema``, a small realistic seed from ``exporter.demo.seed``,
+``gecko_demo.schema``, a small realistic seed from ``gecko_demo.seed``,
 then ~60 000 extra scans made with ``INSERT ... SELECT generate_series`` so the
 planner cares about indexes) and one empty database (no schema, no
 extensions). The exporter connects as a least-privilege role (pg_monitor +
@@ -19,13 +19,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from exporter.db import admin
 from exporter.db.session import Database, SessionOptions
-from exporter.demo import schema
-from exporter.demo.cluster import LocalCluster
-from exporter.demo.provision import provision_database
 from exporter.probes.base import Probe
 from exporter.samples import Family
+from gecko_demo import admin, schema
+from gecko_demo.cluster import LocalCluster
+from gecko_demo.provision import provision_database
 
 MONITOR_ROLE = "gecko_health_monitor"
 #: one password for the role on every database of a server (the role is cluster-wide)

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from exporter.db import admin
+from gecko_demo import admin
 
 
 class BackgroundStatement:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from exporter.db import admin
+from gecko_demo import admin
 from tests.conftest import GeckoDatabase
 from tests.support.exporter_proc import ExporterProcess, fast_probe_env
 from tests.support.wait import wait_until

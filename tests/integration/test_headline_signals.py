@@ -9,7 +9,7 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from exporter.db import admin
+from gecko_demo import admin
 from tests.conftest import GeckoDatabase, require_tool
 from tests.support.exporter_proc import ExporterProcess, fast_probe_env
 from tests.support.wait import wait_until

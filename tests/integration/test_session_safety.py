@@ -96,7 +96,7 @@ def test_password_never_in_argv_logs_or_metrics(gecko_db: GeckoDatabase, tmp_pat
 
 
 def test_sigterm_exits_zero_and_closes_sessions(gecko_db: GeckoDatabase) -> None:
-    from exporter.db import admin  # noqa: PLC0415
+    from gecko_demo import admin  # noqa: PLC0415
 
     exp = ExporterProcess(gecko_db.monitor_dsn).start(wait_ready=True)
     assert exp.stop() == 0

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from exporter.demo.cluster import free_port
+from gecko_demo.cluster import free_port
 
 __all__ = ["free_port", "wait_until"]
 

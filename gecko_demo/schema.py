@@ -23,7 +23,7 @@ from typing import Final, Literal
 
 import structlog
 
-from exporter.db import admin
+from gecko_demo import admin
 
 log = structlog.get_logger()
 
@@ -102,7 +102,7 @@ class MigrationRow:
 
 
 def _sql_file(name: str) -> str:
-    return resources.files("exporter.demo").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("gecko_demo").joinpath(name).read_text(encoding="utf-8")
 
 
 def schema_script(variant: Variant) -> str:

@@ -14,8 +14,7 @@ from typing import Any, Final, Protocol, cast
 
 import structlog
 
-from exporter.db import admin
-from exporter.demo import datagen
+from gecko_demo import admin, datagen
 
 log = structlog.get_logger()
 

@@ -1,8 +1,8 @@
 """Deterministic synthetic data shaped like Gecko Advisor's (schema reference §8).
 
 Everything here is pure: a seeded :class:`random.Random`, a caller-supplied
-``now`` and no I/O. :mod:`exporter.demo.seed` bulk-loads the rows and
-:mod:`exporter.demo.workload` uses the same generators for live traffic.
+``now`` and no I/O. :mod:`gecko_demo.seed` bulk-loads the rows and
+:mod:`gecko_demo.workload` uses the same generators for live traffic.
 
 Timestamps are naive UTC datetimes with millisecond precision, as Prisma
 writes ``TIMESTAMP(3)`` columns.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from exporter.demo.datagen import EVIDENCE_COLUMNS, ISSUE_COLUMNS, SCAN_COLUMNS
 from exporter.probes import app_queries
+from gecko_demo.datagen import EVIDENCE_COLUMNS, ISSUE_COLUMNS, SCAN_COLUMNS
 
 
 def _cols(table: str, columns: tuple[str, ...]) -> str:

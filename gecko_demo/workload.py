@@ -32,8 +32,7 @@ from typing import Any, Final
 
 import structlog
 
-from exporter.db import admin
-from exporter.demo import datagen, queries
+from gecko_demo import admin, datagen, queries
 
 log = structlog.get_logger()
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from exporter.db import admin
-from exporter.demo import schema, seed
+from gecko_demo import admin, schema, seed
 
 _APP_NAME = "gecko-demo-provision"
 

@@ -19,12 +19,11 @@ from typing import Final, TextIO
 
 import structlog
 
-from exporter.db import admin
-from exporter.demo import schema
-from exporter.demo.cluster import ServerBinaries, running_cluster
-from exporter.demo.provision import provision_database
-from exporter.demo.workload import BACKEND_APP, WORKER_APP, Workload
 from exporter.errors import ExporterError
+from gecko_demo import admin, schema
+from gecko_demo.cluster import ServerBinaries, running_cluster
+from gecko_demo.provision import provision_database
+from gecko_demo.workload import BACKEND_APP, WORKER_APP, Workload
 
 log = structlog.get_logger()
 
