@@ -101,8 +101,10 @@ def test_database_down_at_start_then_recovers(
                        timeout=10)  # fmt: skip
             assert _up(exp) == 0
             assert exp.get("/readyz")[0] == 503
-            assert exp.value("gecko_probe_failures_total", probe="slow_queries",
-                             reason="unavailable") >= 1  # type: ignore[operator]  # fmt: skip
+            failed = exp.value("gecko_probe_failures_total", probe="slow_queries",
+                               reason="unavailable")  # fmt: skip
+            assert failed is not None
+            assert failed >= 1
             cluster.start()
             recovered = wait_up(exp, 1, RECOVERY_TIMEOUT)
             exp.wait_ready(RECOVERY_TIMEOUT)
@@ -151,7 +153,7 @@ def test_exporter_sessions_killed(gecko_db: GeckoDatabase) -> None:
             n = conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gecko-exporter'"
             )
-        assert 1 <= int(n) <= 3  # type: ignore[arg-type]
+        assert 1 <= int(n) <= 3
 
 
 def test_database_frozen(private_gecko_db: Callable[..., GeckoDatabase]) -> None:
