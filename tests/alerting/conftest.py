@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from alert_rules import generate
+from alert_rules.config import RUNBOOK_BASE_URL, load_config
+from alert_rules.render import render_plain
 from gecko_demo.cluster import ServerBinaries
 from tests.conftest import TEST_DSN, GeckoDatabase, build_gecko_database, start_cluster
 from tests.support.exporter_proc import ExporterProcess
@@ -136,7 +137,7 @@ def e2e_stack(
     from tests.alerting.amconfig import write_localized  # noqa: PLC0415 - imports this module
 
     rules = workdir / "e2e.rules.yml"
-    rules.write_text(generate.render_plain(generate.load_config().with_overrides(**overrides)))
+    rules.write_text(render_plain(load_config().with_overrides(**overrides)))
     with ExitStack() as stack:
         hook = stack.enter_context(WebhookReceiver())
         am_config = write_localized(workdir / "alertmanager.yml", hook.url)
@@ -204,6 +205,6 @@ def report(label: str, seconds: float) -> None:
 def check_annotations(alert: dict[str, Any], name: str, description: str) -> None:
     ann = alert["annotations"]
     assert set(ann) == {"summary", "description", "runbook_url"}
-    assert ann["runbook_url"] == f"{generate.RUNBOOK_BASE_URL}/{name}.md"
+    assert ann["runbook_url"] == f"{RUNBOOK_BASE_URL}/{name}.md"
     assert ann["summary"].endswith(".")
     assert re.fullmatch(description, ann["description"]), ann["description"]

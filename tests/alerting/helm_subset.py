@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from alert_rules.generate import format_number
+from alert_rules.thresholds import format_number
 
 _VALUE_RE = re.compile(r"\{\{ \.Values\.prometheusRule\.thresholds\.([A-Za-z0-9]+) \}\}")
 

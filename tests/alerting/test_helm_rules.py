@@ -10,16 +10,18 @@ from typing import Any
 import pytest
 import yaml
 
-from alert_rules import generate
+from alert_rules.config import RulesConfig, load_config
+from alert_rules.render import HELM_RULES_PATH, render_plain
+from alert_rules.thresholds import format_number
 from tests.alerting import helm_subset
 from tests.alerting.conftest import ALERT_RULES
 
-HELM_FILE = generate.HELM_RULES_PATH
+HELM_FILE = HELM_RULES_PATH
 THRESHOLDS = yaml.safe_load((ALERT_RULES / "thresholds.yaml").read_text())
 
 
-def plain(config: generate.RulesConfig | None = None) -> dict[str, Any]:
-    return dict(yaml.safe_load(generate.render_plain(config or generate.load_config())))
+def plain(config: RulesConfig | None = None) -> dict[str, Any]:
+    return dict(yaml.safe_load(render_plain(config or load_config())))
 
 
 def test_helm_variant_with_default_thresholds_equals_plain_rules() -> None:
@@ -38,7 +40,7 @@ def test_helm_variant_follows_overridden_values() -> None:
         "lockQueueBackends": 2,
     }
     rendered = helm_subset.render(HELM_FILE.read_text(), {**THRESHOLDS, **overrides})
-    expected = plain(generate.load_config().with_overrides(**overrides))
+    expected = plain(load_config().with_overrides(**overrides))
     assert yaml.safe_load(rendered) == expected
     assert yaml.safe_load(rendered) != plain()
 
@@ -115,9 +117,7 @@ def test_helm_set_overrides_a_threshold(helm: str, tmp_path: Path) -> None:
         "--set-string",
         "prometheusRule.thresholds.databaseDownFor=3m",
     )
-    expected = generate.load_config().with_overrides(
-        reportGenerationSeconds=1, databaseDownFor="3m"
-    )
+    expected = load_config().with_overrides(reportGenerationSeconds=1, databaseDownFor="3m")
     assert docs == [plain(expected)]
 
 
@@ -128,4 +128,4 @@ def test_number_formatting_matches_helm(helm: str, tmp_path: Path) -> None:
     )
     docs = _helm_template(helm, chart)
     printed = next(d for d in docs if "numbers" in d)["numbers"]
-    assert printed == [generate.format_number(n) for n in numbers]
+    assert printed == [format_number(n) for n in numbers]

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from alert_rules import generate
+from alert_rules import catalogue, generate, render, thresholds
+from alert_rules.config import RUNBOOK_BASE_URL, load_config
 from tests.alerting.conftest import ALERT_RULES, REPO_ROOT
 
 RULES_FILE = ALERT_RULES / "gecko-exporter.rules.yml"
@@ -57,8 +58,8 @@ def run(args: list[str], cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[s
 
 
 def test_committed_rule_files_equal_generator_output() -> None:
-    config = generate.load_config()
-    for path, text in generate.outputs(config).items():
+    config = load_config()
+    for path, text in render.outputs(config).items():
         assert path.read_text(encoding="utf-8") == text, (
             f"{path.relative_to(REPO_ROOT)} is stale: run python -m alert_rules.generate"
         )
@@ -70,7 +71,7 @@ def test_generator_check_mode_detects_a_stale_file(tmp_path: Path) -> None:
     assert generate.main(["--rules-out", str(stale), "--check"]) == 1
     assert generate.main(["--rules-out", str(stale)]) == 0
     assert generate.main(["--rules-out", str(stale), "--check"]) == 0
-    assert stale.read_text() == generate.render_plain(generate.load_config())
+    assert stale.read_text() == render.render_plain(load_config())
 
 
 def test_generator_runs_as_a_script_and_as_a_module() -> None:
@@ -106,33 +107,33 @@ def test_overrides_go_to_explicit_outputs_only(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_thresholds_are_rejected(overrides: dict[str, Any], message: str) -> None:
-    config = generate.load_config()
-    with pytest.raises(generate.ConfigError, match=re.escape(message)):
+    config = load_config()
+    with pytest.raises(thresholds.ConfigError, match=re.escape(message)):
         config.with_overrides(**overrides)
 
 
 def test_thresholds_file_has_exactly_the_keys_the_rules_use(tmp_path: Path) -> None:
     data = yaml.safe_load((ALERT_RULES / "thresholds.yaml").read_text())
-    assert set(data) == set(generate.required_keys())
+    assert set(data) == set(catalogue.required_keys())
     partial = dict(data)
     partial.pop("slowQuerySeconds")
     path = tmp_path / "t.yaml"
     path.write_text(yaml.safe_dump(partial))
-    with pytest.raises(generate.ConfigError, match="missing threshold"):
-        generate.load_config(path)
+    with pytest.raises(thresholds.ConfigError, match="missing threshold"):
+        load_config(path)
 
 
 def test_histogram_buckets_match_the_exporter_and_the_metric_contract() -> None:
     from exporter.samples import LATENCY_BUCKETS  # noqa: PLC0415
 
-    assert generate.LATENCY_BUCKETS == LATENCY_BUCKETS
+    assert thresholds.LATENCY_BUCKETS == LATENCY_BUCKETS
     doc = METRICS_DOC.read_text()
     line = next(ln for ln in doc.splitlines() if ln.startswith("Histogram buckets"))
     listed = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", line.split(":", 1)[1].split("(")[0])]
-    assert tuple(listed) == generate.LATENCY_BUCKETS
-    config = generate.load_config()
-    for key in generate.HISTOGRAM_THRESHOLDS:
-        assert float(config.thresholds[key]) in generate.LATENCY_BUCKETS
+    assert tuple(listed) == thresholds.LATENCY_BUCKETS
+    config = load_config()
+    for key in thresholds.HISTOGRAM_THRESHOLDS:
+        assert float(config.thresholds[key]) in thresholds.LATENCY_BUCKETS
 
 
 # -- promtool -------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def _silent_then_firing(cases: list[dict[str, Any]], tier: tuple[str, str]) -> b
 
 def test_alert_names_are_the_contract() -> None:
     assert {r["alert"] for r in alerting_rules()} == CONTRACT_ALERTS
-    assert set(generate.alert_names()) == CONTRACT_ALERTS
+    assert set(catalogue.alert_names()) == CONTRACT_ALERTS
 
 
 def test_every_alert_has_severity_annotations_and_runbook() -> None:
@@ -235,7 +236,7 @@ def test_every_alert_has_severity_annotations_and_runbook() -> None:
         assert re.fullmatch(r"[A-Za-z].*\.", ann["summary"]), f"{name}: summary is a sentence"
         assert "{{" not in ann["summary"], f"{name}: summary is static"
         assert "$value" in ann["description"], f"{name}: description carries the value"
-        assert ann["runbook_url"] == f"{generate.RUNBOOK_BASE_URL}/{name}.md"
+        assert ann["runbook_url"] == f"{RUNBOOK_BASE_URL}/{name}.md"
         assert (REPO_ROOT / "docs" / "runbooks" / f"{name}.md").is_file(), name
     # same summary across the tiers of one alert
     summaries: dict[str, set[str]] = {}
@@ -305,9 +306,9 @@ def _mutations(key: str, value: float | str) -> list[float | str]:
             return ["1m"]
         half = f"{n * 60 // 2}s" if unit == "m" else f"{n // 2}{unit}" if n > 1 else None
         return [m for m in (f"{n * 2}{unit}", half) if m]
-    if key in generate.HISTOGRAM_THRESHOLDS:
-        i = generate.LATENCY_BUCKETS.index(float(value))
-        return [generate.LATENCY_BUCKETS[i + 1], generate.LATENCY_BUCKETS[i - 1]]
+    if key in thresholds.HISTOGRAM_THRESHOLDS:
+        i = thresholds.LATENCY_BUCKETS.index(float(value))
+        return [thresholds.LATENCY_BUCKETS[i + 1], thresholds.LATENCY_BUCKETS[i - 1]]
     if value == 0:
         return [1]
     up = round(value * 1.1, 6)
@@ -321,7 +322,7 @@ def test_every_threshold_and_for_is_pinned_by_a_unit_test(promtool: str, tmp_pat
     """Mutate each threshold / `for` / window (one step either way): a unit test must fail."""
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
-    config = generate.load_config()
+    config = load_config()
     jobs = [(k, m) for k, v in config.thresholds.items() for m in _mutations(k, v)]
 
     def survives(job: tuple[str, float | str]) -> bool:
@@ -330,7 +331,7 @@ def test_every_threshold_and_for_is_pinned_by_a_unit_test(promtool: str, tmp_pat
         (work / "tests").mkdir(parents=True)
         for test in UNIT_TESTS:
             (work / "tests" / test.name).write_text(test.read_text())
-        rules = generate.render_plain(config.with_overrides(**{key: value}))
+        rules = render.render_plain(config.with_overrides(**{key: value}))
         (work / "gecko-exporter.rules.yml").write_text(rules)
         tests = sorted(str(p) for p in (work / "tests").iterdir())
         return run([promtool, "test", "rules", *tests]).returncode == 0
