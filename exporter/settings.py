@@ -163,6 +163,92 @@ class MigrationsSettings(BaseModel):
     max_index_builds: Annotated[int, Field(ge=1, le=50)] = 10
 
 
+class InvariantSettings(BaseModel):
+    """A named read-only data check for ``gecko-exporter verify``: it must return no rows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+    sql: Annotated[str, Field(min_length=1, max_length=20000)]
+
+    @field_validator("sql")
+    @classmethod
+    def _one_query(cls, value: str) -> str:
+        text = value.strip().rstrip(";").strip()
+        if not text:
+            raise ValueError("is empty")
+        if ";" in text:
+            raise ValueError("must be a single query (no ';')")
+        return text
+
+
+#: Shipped data invariants for the Gecko schema (migration-safety analysis, "Data validation").
+#: App/address stub scans are ``done`` without a normalizedInput by design, so the
+#: analysis's "done scans missing normalizedInput" check is limited to URL scans.
+DEFAULT_INVARIANTS: tuple[InvariantSettings, ...] = (
+    InvariantSettings(
+        name="done_scans_missing_normalized_input",
+        sql='SELECT "id" FROM "Scan" WHERE "status" = \'done\' AND "targetType" = \'url\' '
+        'AND "normalizedInput" IS NULL',
+    ),
+    InvariantSettings(
+        name="done_scans_missing_finished_at",
+        sql='SELECT "id" FROM "Scan" WHERE "status" = \'done\' AND "finishedAt" IS NULL',
+    ),
+    InvariantSettings(
+        name="scans_with_unknown_status",
+        sql='SELECT "id" FROM "Scan" '
+        'WHERE "status" NOT IN (\'queued\', \'running\', \'done\', \'error\')',
+    ),
+    InvariantSettings(
+        name="scans_with_score_out_of_range",
+        sql='SELECT "id" FROM "Scan" WHERE "score" < 0 OR "score" > 100',
+    ),
+)
+
+
+class GateSettings(BaseModel):
+    """``gecko-exporter preflight`` and ``verify`` (docs/migration-gate.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: statement_timeout of the gate's own session (each check is one statement)
+    statement_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    #: a migration's lock_timeout when its file sets none (the safe template's value)
+    default_lock_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    #: throughput assumptions of the lock-duration estimate (bytes per second)
+    scan_bytes_per_second: Annotated[float, Field(gt=0)] = 200 * 1024 * 1024
+    rewrite_bytes_per_second: Annotated[float, Field(gt=0)] = 50 * 1024 * 1024
+    #: window between the two traffic samples
+    traffic_sample_seconds: Annotated[float, Field(ge=0.1, le=60)] = 1.0
+    #: a pool (or the server) at or above this ratio is a no-go
+    pool_max_ratio: Annotated[float, Field(gt=0, le=1)] = 0.8
+    #: newest archived WAL older than this is a no-go
+    archive_max_age_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    #: treat "backup freshness not visible" as a no-go instead of a warning
+    require_backup_visibility: bool = False
+    #: latency probe runs per verify (and per --baseline)
+    latency_runs: Annotated[int, Field(ge=1, le=1000)] = 20
+    scan_lookup_p95_max_seconds: PositiveSeconds = 0.1
+    report_p95_max_seconds: PositiveSeconds = 2.0
+    #: with --baseline: p95 above this multiple of the baseline fails...
+    max_latency_ratio: Annotated[float, Field(ge=1, le=1000)] = 2.0
+    #: ...unless it is below this floor (sub-millisecond noise)
+    latency_ratio_floor_seconds: Annotated[float, Field(ge=0, le=60)] = 0.01
+    invariants: list[InvariantSettings] = Field(
+        default_factory=lambda: list(DEFAULT_INVARIANTS), max_length=100
+    )
+
+    @field_validator("invariants")
+    @classmethod
+    def _unique_invariants(cls, value: list[InvariantSettings]) -> list[InvariantSettings]:
+        names = [i.name for i in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate invariant name(s): {', '.join(dupes)}")
+        return value
+
+
 class Settings(BaseSettings):
     """Effective configuration of the exporter."""
 
@@ -203,6 +289,7 @@ class Settings(BaseSettings):
     statements: StatementsSettings = Field(default_factory=StatementsSettings)
     bloat: BloatSettings = Field(default_factory=BloatSettings)
     migrations: MigrationsSettings = Field(default_factory=MigrationsSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
 
     # -- validation ---------------------------------------------------------
     @field_validator("listen_address")
