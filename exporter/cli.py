@@ -18,6 +18,7 @@ import structlog
 
 from exporter import __version__
 from exporter.errors import ExporterError, SettingsError
+from exporter.gate import lint_command
 from exporter.log import configure_logging
 from exporter.settings import DEFAULT_PORT, Settings
 
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1, help="seed of the synthetic data")
     demo.add_argument("--log-format", choices=["json", "console"], default="console")
     sub.add_parser("version", help="print the version")
+    lint_command.add_parser(sub)
     return parser
 
 
@@ -134,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "version":
         sys.stdout.write(f"gecko-exporter {__version__}\n")
         return 0
+    if command == "lint":
+        return lint_command.run(args)
     if command == "demo":
         if args.scans < 1:
             return _fail("argument --scans: must be at least 1")
