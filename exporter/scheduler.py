@@ -5,6 +5,16 @@ exceeds its timeout is reported as failed *at* the deadline (its statement is
 cancelled in the background); a probe whose previous run is still unwinding is
 reported ``busy``. A stuck probe never delays the others: they have their own
 tasks and, unless they share its lane, their own connections.
+
+Every iteration of every probe loop is supervised: an exception anywhere (a
+probe's ``collect`` or ``persistent``, the store rejecting a record) is logged
+as ``probe_error`` with its type, counted as ``reason="error"``, and the loop
+goes on. A run that reached the database and was given up (deadline, statement
+or lock timeout) is reported to probes that time their runs
+(:class:`~exporter.probes.base.ObservesAbandonedRuns`) before its failure is
+recorded. A run still not finished a short grace after its deadline gets its
+lane abandoned (``Lane.abandon()``): the next run reconnects at once while the
+stuck task unwinds on its own.
 """
 
 from __future__ import annotations
@@ -14,25 +24,81 @@ import contextlib
 import random
 import threading
 import time
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
-from exporter.db.session import Database
-from exporter.errors import DatabaseError
-from exporter.probes.base import Probe
+from exporter.errors import DatabaseError, LockTimeout, StatementTimeout
+from exporter.probes.base import ObservesAbandonedRuns, Probe, Session
+from exporter.samples import Family
 from exporter.settings import ProbeSettings
 from exporter.store import ResultStore
 
 log = structlog.get_logger("exporter.scheduler")
 
+#: how long a timed-out run may keep unwinding before its lane is abandoned (capped by the timeout)
+ABANDON_GRACE_SECONDS = 1.0
+#: how long stopping waits for runs that are still unwinding
+STOP_GRACE_SECONDS = 2.0
+
+
+class SchedulerHealth(Protocol):
+    def unreachable(self) -> None: ...
+
+
+class SchedulerLane(Protocol):
+    """What the scheduler needs of a connection lane (:class:`exporter.db.session.Lane`)."""
+
+    def session(
+        self, statement_timeout_seconds: float, on_acquired: Callable[[], None] | None = None
+    ) -> AbstractAsyncContextManager[Session]: ...
+
+    def abandon(self) -> None:
+        """Forget the current connection and lock at once (never blocks)."""
+        ...
+
+
+class SchedulerDatabase(Protocol):
+    """What the scheduler needs of the database (:class:`exporter.db.session.Database`)."""
+
+    @property
+    def health(self) -> SchedulerHealth: ...
+
+    def lane(self, name: str) -> SchedulerLane: ...
+
+    async def close(self) -> None: ...
+
 
 @dataclass
-class _RunFlags:
-    acquired: bool = False
+class _Run:
+    """One run of one probe and what the scheduler knows about it."""
+
+    started: float
+    acquired_at: float | None = None
+    #: the deadline passed and the outcome was recorded then: the task's own outcome is dropped
+    timed_out: bool = False
+    #: what the run was doing (named in ``probe_error``)
+    stage: str = "collect"
+    #: its lane was abandoned: the task unwinds on its own, the next run does not wait for it
+    abandoned: bool = False
+    task: asyncio.Task[None] | None = None
 
     def mark_acquired(self) -> None:
-        self.acquired = True
+        self.acquired_at = time.perf_counter()
+
+    def unfinished(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
+@dataclass
+class _LoopState:
+    inflight: _Run | None = None
+    #: abandoned runs still unwinding (cancelled again when the scheduler stops)
+    orphans: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -46,21 +112,25 @@ class Scheduler:
 
     def __init__(
         self,
-        db: Database,
+        db: SchedulerDatabase,
         store: ResultStore,
         probes: list[ScheduledProbe],
         *,
         rng: random.Random | None = None,
+        abandon_grace_seconds: float = ABANDON_GRACE_SECONDS,
     ) -> None:
         self.db = db
         self.store = store
         self.probes = probes
+        self.abandon_grace_seconds = abandon_grace_seconds
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
         self._failing: dict[str, str] = {}
+        #: error signatures already logged per probe (cleared when the probe recovers)
+        self._errors_logged: dict[str, set[tuple[str, str, str]]] = {}
         for sp in probes:
             store.register(sp.probe.name, sp.settings.interval_seconds, sp.settings.timeout_seconds)
 
@@ -105,76 +175,145 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         interval = sp.settings.interval_seconds
         next_run = loop.time() + self._rng.uniform(0, min(interval, 1.0))
-        inflight: asyncio.Task[None] | None = None
-        while not self._stop.is_set():
-            delay = next_run - loop.time()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                if self._stop.is_set():
-                    break
-            if inflight is not None and not inflight.done():
-                self._record_failure(sp, "busy", 0.0, "previous run still unwinding")
-            else:
-                inflight = await self._run_with_deadline(sp)
-            next_run += interval
-            if next_run < loop.time():  # overran: skip missed ticks, keep the phase
-                missed = int((loop.time() - next_run) // interval) + 1
-                next_run += missed * interval
-        if inflight is not None and not inflight.done():
-            inflight.cancel()
-            with contextlib.suppress(BaseException):
-                await inflight
-
-    async def _run_with_deadline(self, sp: ScheduledProbe) -> asyncio.Task[None]:
-        flags = _RunFlags()
-        started = time.perf_counter()
-        task = asyncio.create_task(self._run_once(sp, flags, started))
-        done, _ = await asyncio.wait({task}, timeout=sp.settings.timeout_seconds)
-        if not done:
-            task.cancel()
-            task.add_done_callback(_consume_exception)
-            duration = time.perf_counter() - started
-            if flags.acquired:
-                self.db.health.unreachable()
-                self._record_failure(
-                    sp, "timeout", duration, f"no answer within {sp.settings.timeout_seconds}s"
-                )
-            else:
-                self._record_failure(sp, "busy", duration, "connection lane busy")
-        return task
-
-    async def _run_once(self, sp: ScheduledProbe, flags: _RunFlags, started: float) -> None:
-        probe = sp.probe
-        lane = self.db.lane(probe.lane)
+        state = _LoopState()
         try:
-            async with lane.session(
-                sp.settings.statement_timeout_seconds, on_acquired=flags.mark_acquired
-            ) as session:
-                families = await probe.collect(session, time.time())
+            while not self._stop.is_set():
+                delay = next_run - loop.time()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                    if self._stop.is_set():
+                        break
+                try:
+                    await self._tick(sp, state)
+                except Exception as exc:  # noqa: BLE001 - supervised: only stop ends the loop
+                    self._probe_error(sp, exc, "schedule", 0.0)
+                next_run += interval
+                if next_run < loop.time():  # overran: skip missed ticks, keep the phase
+                    missed = int((loop.time() - next_run) // interval) + 1
+                    next_run += missed * interval
+        finally:
+            await self._cancel_pending(state)
+
+    async def _cancel_pending(self, state: _LoopState) -> None:
+        """On stop: cancel what is still running and wait a bounded time for it to unwind."""
+        pending = set(state.orphans)
+        if state.inflight is not None and state.inflight.task is not None:
+            pending.add(state.inflight.task)
+        pending = {t for t in pending if not t.done()}
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
+
+    async def _tick(self, sp: ScheduledProbe, state: _LoopState) -> None:
+        run = state.inflight
+        if run is not None and run.unfinished():
+            if not run.abandoned:
+                self._record_failure(sp, "busy", 0.0, "previous run still unwinding")
+                return
+            if run.task is not None:  # its lane was abandoned: start afresh beside it
+                state.orphans.add(run.task)
+                run.task.add_done_callback(state.orphans.discard)
+        state.inflight = None
+        await self._run_with_deadline(sp, state)
+
+    async def _run_with_deadline(self, sp: ScheduledProbe, state: _LoopState) -> None:
+        run = _Run(started=time.perf_counter())
+        task = asyncio.create_task(self._run_once(sp, run), name=f"run-{sp.probe.name}")
+        task.add_done_callback(_consume_exception)
+        run.task = task
+        state.inflight = run  # visible to _cancel_pending if the loop is cancelled while waiting
+        timeout = sp.settings.timeout_seconds
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if done:
+            return
+        run.timed_out = True
+        task.cancel()
+        now = time.perf_counter()
+        if run.acquired_at is None:
+            self._record_failure(sp, "busy", now - run.started, "connection lane busy")
+            return
+        grace = min(self.abandon_grace_seconds, timeout)
+        asyncio.get_running_loop().call_later(grace, self._abandon_if_stuck, sp, run, grace)
+        self.db.health.unreachable()
+        self._observe_abandoned(sp, now - run.acquired_at)
+        self._record_failure(sp, "timeout", now - run.started, f"no answer within {timeout}s")
+
+    def _abandon_if_stuck(self, sp: ScheduledProbe, run: _Run, grace: float) -> None:
+        """Deadline plus grace passed and the run still has not unwound: drop its lane."""
+        if not run.unfinished() or run.abandoned:
+            return
+        try:
+            self.db.lane(sp.probe.lane).abandon()
+        except Exception as exc:  # noqa: BLE001 - logged; the run stays busy until it unwinds
+            self._log_error(sp, exc, "abandon")
+            return
+        run.abandoned = True
+        log.warning(
+            "lane_abandoned",
+            probe=sp.probe.name,
+            lane=sp.probe.lane,
+            grace_seconds=grace,
+            stuck_seconds=round(time.perf_counter() - run.started, 3),
+        )
+
+    async def _run_once(self, sp: ScheduledProbe, run: _Run) -> None:
+        try:
+            await self._run_and_record(sp, run)
+        except Exception as exc:  # noqa: BLE001 - supervised: logged as probe_error and counted
+            if not run.timed_out:  # after the deadline the run was counted already
+                self._probe_error(sp, exc, run.stage, time.perf_counter() - run.started)
+
+    async def _run_and_record(self, sp: ScheduledProbe, run: _Run) -> None:
+        probe = sp.probe
+        try:
+            families = await self._collect(sp, run)
         except DatabaseError as exc:
+            if run.timed_out:  # recorded at the deadline already
+                return
+            run.stage = "record"
             if not exc.reached:
                 self.db.health.unreachable()
-            self._record_failure(sp, exc.reason, time.perf_counter() - started, str(exc))
+            if isinstance(exc, StatementTimeout | LockTimeout) and run.acquired_at is not None:
+                # the server gave up on it: it counts at the time it was abandoned
+                self._observe_abandoned(sp, time.perf_counter() - run.acquired_at)
+            self._record_failure(sp, exc.reason, time.perf_counter() - run.started, str(exc))
             return
-        except Exception as exc:  # a bug in a probe must not kill the sampler
-            log.exception("probe_error", probe=probe.name)
-            self._record_failure(sp, "error", time.perf_counter() - started, type(exc).__name__)
+        if run.timed_out:  # finished after its deadline: counted as a timeout already
             return
-        duration = time.perf_counter() - started
+        duration = time.perf_counter() - run.started
+        run.stage = "persistent"
+        persistent = probe.persistent()
+        run.stage = "record"
         self.store.record(
             probe.name,
             success=True,
             duration_seconds=duration,
             families=families,
-            persistent=probe.persistent(),
+            persistent=persistent,
         )
+        self._errors_logged.pop(probe.name, None)
         if self._failing.pop(probe.name, None) is not None:
             log.info("probe_recovered", probe=probe.name, duration_seconds=round(duration, 4))
+
+    async def _collect(self, sp: ScheduledProbe, run: _Run) -> list[Family]:
+        lane = self.db.lane(sp.probe.lane)
+        async with lane.session(
+            sp.settings.statement_timeout_seconds, on_acquired=run.mark_acquired
+        ) as session:
+            return await sp.probe.collect(session, time.time())
+
+    @staticmethod
+    def _observe_abandoned(sp: ScheduledProbe, elapsed: float) -> None:
+        probe = sp.probe
+        if isinstance(probe, ObservesAbandonedRuns):
+            probe.abandoned(elapsed)
 
     def _record_failure(
         self, sp: ScheduledProbe, reason: str, duration: float, detail: str
     ) -> None:
+        """Count a failed run (raises if the probe or the store does: callers are supervised)."""
         name = sp.probe.name
         self.store.record(
             name,
@@ -186,6 +325,58 @@ class Scheduler:
         if self._failing.get(name) != reason:  # log transitions, not every failed tick
             self._failing[name] = reason
             log.warning("probe_failed", probe=name, reason=reason, error=detail)
+
+    def _probe_error(self, sp: ScheduledProbe, exc: Exception, stage: str, duration: float) -> None:
+        """Log an unexpected exception and count the run as ``reason="error"``; never raises."""
+        self._log_error(sp, exc, stage)
+        self._failing[sp.probe.name] = "error"
+        try:
+            self.store.record(
+                sp.probe.name,
+                success=False,
+                duration_seconds=duration,
+                reason="error",
+                persistent=self._persistent_or_none(sp),
+            )
+        except Exception as inner:  # noqa: BLE001 - logged; nothing more can be done this tick
+            self._log_error(sp, inner, "record_error")
+
+    def _persistent_or_none(self, sp: ScheduledProbe) -> list[Family] | None:
+        try:
+            return sp.probe.persistent()
+        except Exception as exc:  # noqa: BLE001 - logged; the store keeps the previous ones
+            self._log_error(sp, exc, "persistent")
+            return None
+
+    def _log_error(self, sp: ScheduledProbe, exc: BaseException, stage: str) -> None:
+        """``probe_error`` once per (stage, type, place) while the probe keeps failing.
+
+        Only the exception's type and where it was raised are logged: never its
+        message or local variables (they may hold rows or connection strings).
+        """
+        where = _where(exc)
+        signature = (stage, type(exc).__name__, where)
+        seen = self._errors_logged.setdefault(sp.probe.name, set())
+        if signature in seen:
+            return
+        seen.add(signature)
+        log.error(
+            "probe_error",
+            probe=sp.probe.name,
+            stage=stage,
+            error_type=type(exc).__name__,
+            where=where,
+        )
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame (no message, no locals)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    parts = last.filename.replace("\\", "/").rsplit("/", 2)
+    return f"{'/'.join(parts[-2:])}:{last.lineno} in {last.name}"
 
 
 def _consume_exception(task: asyncio.Task[None]) -> None:

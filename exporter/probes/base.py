@@ -8,7 +8,7 @@ driver and parsing is testable without I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from exporter.samples import Family
 
@@ -55,4 +55,20 @@ class Probe(Protocol):
 
     def persistent(self) -> list[Family]:
         """Families owned by the exporter (histograms, counters) served even when stale."""
+        ...
+
+
+@runtime_checkable
+class ObservesAbandonedRuns(Protocol):
+    """A probe that times its runs and wants to hear about the runs it did not finish.
+
+    The scheduler calls :meth:`abandoned` (then re-reads :meth:`Probe.persistent`)
+    when a run that reached the database was given up: the probe's deadline passed
+    after the run had its lane, or the server cancelled a statement
+    (``statement_timeout``) or refused a lock (``lock_timeout``). Runs that never
+    reached the database (unavailable, lane busy) are not reported here.
+    """
+
+    def abandoned(self, elapsed_seconds: float) -> None:
+        """Account for a run given up ``elapsed_seconds`` after it got its lane."""
         ...

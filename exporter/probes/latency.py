@@ -3,6 +3,12 @@
 Both time the real round trips (execute + fetch) of the app's statement shapes
 with bind parameters and server-side prepared statements, and observe them into
 exporter-owned histograms whose buckets hold the alert thresholds exactly.
+
+A run that reached the database but was given up (the probe deadline passed, or
+the server cancelled it at statement_timeout or lock_timeout) is observed too, at
+the time it was abandoned (see :meth:`ScanLookupProbe.abandoned`): when most
+lookups time out, the histogram's upper buckets grow and the latency alerts fire
+instead of going silent for lack of data.
 """
 
 from __future__ import annotations
@@ -59,22 +65,27 @@ class ScanLookupProbe:
         return [
             gauge(
                 "gecko_scan_lookup_last_duration_seconds",
-                "Round trip of the most recent sampled scan lookup.",
+                "Round trip of the most recent scan lookup timed by the exporter.",
                 elapsed,
             )
         ]
+
+    def abandoned(self, elapsed_seconds: float) -> None:
+        """A lookup that reached the database and was given up counts at that time."""
+        self.histogram.observe(max(0.0, elapsed_seconds))
 
     def persistent(self) -> list[Family]:
         return [
             histogram(
                 "gecko_scan_lookup_duration_seconds",
-                "Round trip of the app's dedupe scan lookup, sampled by the exporter with bind "
-                "parameters and a prepared statement.",
+                "Round trip of the app's dedupe scan lookup, timed by the exporter with bind "
+                "parameters and a prepared statement; a lookup given up (probe deadline, "
+                "statement or lock timeout) counts at the time it was abandoned.",
                 [self.histogram.snapshot()],
             ),
             counter(
                 "gecko_scan_lookup_hits_total",
-                "Sampled scan lookups that found a done scan inside the dedupe window.",
+                "Scan lookups by the exporter that found a done scan inside the dedupe window.",
                 float(self.hits),
             ),
         ]
@@ -125,29 +136,34 @@ class ReportProbe:
         return [
             gauge(
                 "gecko_report_rows",
-                "Rows fetched by the most recent sampled report, per relation (tells a slow "
-                "report from a big one).",
+                "Rows fetched by the most recent report run by the exporter, per relation "
+                "(tells a slow report from a big one).",
                 labelnames=("relation",),
                 values={(k,): float(v) for k, v in self.last_rows.items()},
             ),
             gauge(
                 "gecko_report_last_duration_seconds",
-                "Total time of the most recent sampled report (three statements).",
+                "Total time of the most recent report run by the exporter (three statements).",
                 elapsed,
             ),
         ]
+
+    def abandoned(self, elapsed_seconds: float) -> None:
+        """A report that reached the database and was given up counts at that time."""
+        self.histogram.observe(max(0.0, elapsed_seconds))
 
     def persistent(self) -> list[Family]:
         return [
             histogram(
                 "gecko_report_generation_duration_seconds",
                 "Total round trip of the three statements of GET /api/report/:slug for a recent "
-                "done scan, sampled by the exporter with bind parameters.",
+                "done scan, timed by the exporter with bind parameters; a report given up "
+                "(probe deadline, statement or lock timeout) counts at the time it was abandoned.",
                 [self.histogram.snapshot()],
             ),
             counter(
                 "gecko_report_rows_fetched_total",
-                "Rows fetched by all sampled reports, per relation.",
+                "Rows fetched by all reports run by the exporter, per relation.",
                 labelnames=("relation",),
                 values={(k,): float(v) for k, v in self.rows_fetched.items()},
             ),
