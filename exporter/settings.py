@@ -163,6 +163,19 @@ class MigrationsSettings(BaseModel):
     max_index_builds: Annotated[int, Field(ge=1, le=50)] = 10
 
 
+class MaintenanceSettings(BaseModel):
+    """Sessions that are planned maintenance, not application queries (slow_queries probe).
+
+    Backup tools (by application_name) and VACUUM / ANALYZE / CREATE INDEX / REINDEX /
+    CLUSTER statements are recognised without configuration; these add kind ``other``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    roles: list[Identifier] = Field(default_factory=list, max_length=50)
+    application_names: list[Identifier] = Field(default_factory=list, max_length=50)
+
+
 class InvariantSettings(BaseModel):
     """A named read-only data check for ``gecko-exporter verify``: it must return no rows."""
 
@@ -277,6 +290,9 @@ class Settings(BaseSettings):
     slow_query_threshold_seconds: PositiveSeconds = 5.0
     slow_query_log_text: bool = True
     slow_query_text_max_length: Annotated[int, Field(ge=0, le=10000)] = 300
+    #: databases whose application queries count too (default: only the monitored one)
+    slow_query_databases: list[Identifier] = Field(default_factory=list, max_length=20)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
 
     probes: dict[str, ProbeSettings] = Field(default_factory=dict)
     pools: list[PoolSettings] = Field(default_factory=list, max_length=50)

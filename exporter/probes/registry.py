@@ -13,7 +13,7 @@ from exporter.probes.migrations import MigrationsProbe
 from exporter.probes.plans import PlansProbe
 from exporter.probes.sampling import RecentScanSampler
 from exporter.probes.server import ServerProbe
-from exporter.probes.slow_queries import SlowQueriesProbe
+from exporter.probes.slow_queries import MaintenanceMatcher, SlowQueriesProbe
 from exporter.probes.statements import StatementsProbe
 from exporter.probes.tables import TablesProbe
 from exporter.settings import Settings
@@ -40,6 +40,10 @@ def build_probes(settings: Settings) -> list[Probe]:
             own_application_name=settings.application_name,
             log_text=settings.slow_query_log_text,
             text_max_length=settings.slow_query_text_max_length,
+            databases=settings.slow_query_databases,
+            maintenance=MaintenanceMatcher.of(
+                settings.maintenance.roles, settings.maintenance.application_names
+            ),
         ),
         ScanLookupProbe(settings.app_schema, sampler, window_seconds=lookup.window_seconds),
         ReportProbe(settings.app_schema, sampler),
