@@ -15,9 +15,10 @@ from exporter.db.session import Database, SessionOptions
 from exporter.metrics import ExpositionCache, StoreCollector, build_registry
 from exporter.probes.registry import build_probes
 from exporter.scheduler import ScheduledProbe, Scheduler
-from exporter.server import HttpServer, make_wsgi_app
+from exporter.server import HttpServer, make_app
 from exporter.settings import Settings
 from exporter.store import ResultStore
+from exporter.web_config import load_web_config
 
 log = structlog.get_logger("exporter.app")
 
@@ -56,9 +57,16 @@ class ExporterApp:
         host, port = settings.listen()
         self.target = describe_target(self._dsn)
         cache = ExpositionCache(self.store, self.collector)
-        self.http = HttpServer(
-            host, port, make_wsgi_app(self.registry, self.ready, self.target, cache)
+        web_config = (
+            load_web_config(settings.web_config_file) if settings.web_config_file else None
         )
+        self.http = HttpServer(
+            host,
+            port,
+            make_app(self.registry, self.ready, self.target, cache),
+            web_config=web_config,
+        )
+        self._web = web_config.summary() if web_config is not None else None
         self._host = host
         self._stop = threading.Event()
         self._started = False
@@ -75,7 +83,7 @@ class ExporterApp:
             host = "127.0.0.1"
         elif ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{self.http.scheme}://{host}:{self.port}"
 
     def ready(self) -> tuple[bool, str]:
         """Database reachable and the activity samples fresh."""
@@ -98,6 +106,8 @@ class ExporterApp:
             version=__version__,
             listen=f"{self._host}:{self.port}",
             target=self.target,
+            tls=self.http.scheme == "https",
+            basic_auth=bool(self._web and self._web["basic_auth_users"]),
             probes={sp.probe.name: sp.settings.interval_seconds for sp in self.scheduled},
         )
 

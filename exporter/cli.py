@@ -65,6 +65,12 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="slow-query threshold (env GECKO_SLOW_QUERY_THRESHOLD_SECONDS, default 5)",
     )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth, exporter-toolkit web config format (env GECKO_WEB_CONFIG_FILE)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +119,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "log_format": "log_format",
         "log_level": "log_level",
         "slow_query_threshold": "slow_query_threshold_seconds",
+        "web_config_file": "web_config_file",
     }
     return {
         field: getattr(args, attr)
@@ -172,7 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args)
         if command == "check-config":
             settings.dsn()  # the DSN (or its file) must be there and valid
-            json.dump(settings.masked(), sys.stdout, indent=2, sort_keys=True)
+            output = settings.masked()
+            if settings.web_config_file is not None:
+                from exporter.tls import check_web_config  # noqa: PLC0415 - only when set
+
+                output["web_config"] = check_web_config(settings.web_config_file)
+            json.dump(output, sys.stdout, indent=2, sort_keys=True)
             sys.stdout.write("\n")
             return 0
         configure_logging(settings.log_format, settings.log_level)

@@ -278,6 +278,8 @@ class Settings(BaseSettings):
     listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Prometheus web configuration file (exporter-toolkit format): TLS and basic auth
+    web_config_file: Path | None = None
 
     application_name: Annotated[str, Field(min_length=1, max_length=63)] = "gecko-exporter"
     app_schema: Annotated[str, Field(min_length=1, max_length=63)] = "public"

@@ -1,0 +1,299 @@
+"""The HTTP layer over plain HTTP: routes, keep-alive, gzip, name[] and the limits.
+
+Real servers on 127.0.0.1 and real sockets; slow and idle clients are real
+connections that the test holds open.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from exporter.server import HttpServer, Limits, make_app
+from tests.http.conftest import ServeFactory
+from tests.support.wait import wait_until
+
+
+def get(
+    port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def names(body: bytes) -> set[str]:
+    return {f.name for f in text_string_to_metric_families(body.decode())}
+
+
+def test_routes_and_their_semantics(serve: ServeFactory) -> None:
+    server = serve()
+    status, headers, body = get(server.port, "/metrics")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=")
+    assert {"gecko_up", "gecko_probe_success"} <= names(body)
+    assert get(server.port, "/healthz")[::2] == (200, b"ok\n")
+    assert get(server.port, "/readyz")[::2] == (200, b"ready\n")
+    status, headers, body = get(server.port, "/")
+    assert status == 200
+    assert b"db.example:5432/gecko" in body
+    assert headers["content-type"].startswith("text/html")
+    assert get(server.port, "/nope")[0] == 404
+
+
+def test_readyz_is_503_when_not_ready(serve: ServeFactory) -> None:
+    server = serve(ready=False)
+    assert get(server.port, "/readyz")[::2] == (503, b"database not reachable\n")
+    assert get(server.port, "/healthz")[0] == 200
+
+
+def test_openmetrics_when_asked(serve: ServeFactory) -> None:
+    server = serve()
+    status, headers, body = get(
+        server.port, "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert status == 200
+    assert headers["content-type"].startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
+def test_other_methods_are_405(serve: ServeFactory, method: str) -> None:
+    server = serve()
+    status, headers, _ = get(server.port, "/metrics", method=method)
+    assert status == 405
+    assert headers["allow"] == "GET, HEAD"
+
+
+def test_head_has_length_but_no_body(serve: ServeFactory) -> None:
+    server = serve()
+    _, _, full = get(server.port, "/healthz")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("HEAD", "/healthz")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.getheader("Content-Length") == str(len(full))
+    assert resp.read() == b""
+    conn.close()
+
+
+def test_keep_alive_two_requests_on_one_connection(serve: ServeFactory) -> None:
+    server = serve()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", "/metrics")
+    first = conn.getresponse()
+    assert first.getheader("Connection") == "keep-alive"
+    first.read()
+    sock = conn.sock
+    local = sock.getsockname()
+    conn.request("GET", "/healthz")
+    second = conn.getresponse()
+    assert second.read() == b"ok\n"
+    assert conn.sock is sock
+    assert conn.sock.getsockname() == local  # the same TCP connection served both
+    conn.close()
+
+
+def test_connection_close_is_honoured(serve: ServeFactory) -> None:
+    server = serve()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: close\r\n" in data
+    assert data.endswith(b"ok\n")
+
+
+def test_pipelined_requests_are_answered_in_order(serve: ServeFactory) -> None:
+    server = serve()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK") == 2
+    assert data.index(b"ok\n") < data.index(b"ready\n")
+
+
+def test_gzip_when_asked_and_not_otherwise(serve: ServeFactory) -> None:
+    server = serve()
+    status, headers, plain = get(server.port, "/metrics")
+    assert status == 200
+    assert "content-encoding" not in headers
+    status, headers, packed = get(server.port, "/metrics", {"Accept-Encoding": "gzip, deflate"})
+    assert status == 200
+    assert headers["content-encoding"] == "gzip"
+    assert len(packed) < len(plain) / 3
+    assert gzip.decompress(packed) == plain
+    # identity only: no compression
+    _, headers, body = get(server.port, "/metrics", {"Accept-Encoding": "identity"})
+    assert "content-encoding" not in headers
+    assert body == plain
+
+
+def test_name_filtering(serve: ServeFactory) -> None:
+    server = serve()
+    _, _, body = get(server.port, "/metrics?name[]=gecko_up")
+    assert names(body) == {"gecko_up"}
+    _, _, body = get(server.port, "/metrics?name[]=gecko_up&name[]=gecko_probe_success")
+    assert names(body) == {"gecko_up", "gecko_probe_success"}
+    _, headers, packed = get(
+        server.port, "/metrics?name%5B%5D=gecko_up", {"Accept-Encoding": "gzip"}
+    )
+    assert headers["content-encoding"] == "gzip"
+    assert names(gzip.decompress(packed)) == {"gecko_up"}
+
+
+def test_oversized_head_is_431(serve: ServeFactory) -> None:
+    server = serve(limits=Limits(max_head_bytes=1024))
+    status, _, _ = get(server.port, "/metrics", {"X-Big": "a" * 4000})
+    assert status == 431
+
+
+def test_malformed_request_line_is_400(serve: ServeFactory) -> None:
+    server = serve()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"NONSENSE\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")
+
+
+def test_ipv6_listen_address(serve: ServeFactory) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        server = serve(host="::1")
+    except OSError:
+        pytest.skip("::1 is not configured")
+    conn = http.client.HTTPConnection("::1", server.port, timeout=5)
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().read() == b"ok\n"
+    conn.close()
+
+
+# -- slow and idle clients -------------------------------------------------------------
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+def _closed_by_server(sock: socket.socket, timeout: float) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_slowloris_does_not_block_scrapes_and_is_cut_off(
+    serve: ServeFactory, sockets: list[socket.socket]
+) -> None:
+    limits = Limits(workers=2, header_timeout=1.5)
+    server = serve(limits=limits)
+    # more slow clients than workers, each sending its head byte by byte, never finishing
+    stop = threading.Event()
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+    for _ in range(limits.workers * 3):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sockets.append(sock)
+
+    def drip() -> None:
+        for i in range(len(head)):
+            for sock in sockets:
+                try:
+                    sock.send(head[i : i + 1])
+                except OSError:
+                    pass
+            if stop.wait(0.05):
+                return
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    dripper.start()
+    try:
+        # while the slow heads trickle in, scrapes answer at once
+        for _ in range(5):
+            started = time.monotonic()
+            status, _, body = get(server.port, "/metrics")
+            assert status == 200
+            assert b"gecko_up" in body
+            assert time.monotonic() - started < 1.0
+        # still sending bytes, yet cut off at the head deadline
+        for sock in sockets:
+            assert _closed_by_server(sock, limits.header_timeout + 3)
+    finally:
+        stop.set()
+        dripper.join(5)
+    assert get(server.port, "/healthz")[0] == 200
+
+
+def test_idle_connections_past_the_limit_do_not_lock_out_a_scrape(
+    serve: ServeFactory, sockets: list[socket.socket]
+) -> None:
+    limits = Limits(workers=2, max_connections=8, idle_timeout=60, header_timeout=60)
+    server = serve(limits=limits)
+    sockets.extend(  # up to and far past the limit
+        socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        for _ in range(limits.max_connections * 3)
+    )
+    wait_until(
+        lambda: server.open_connections == limits.max_connections,
+        timeout=5,
+        message="server at its connection limit",
+    )
+    for _ in range(3):
+        status, _, body = get(server.port, "/metrics")
+        assert status == 200
+        assert b"gecko_up" in body
+    assert server.open_connections <= limits.max_connections
+    # the oldest idle connections were the ones closed
+    assert _closed_by_server(sockets[0], 2)
+
+
+def test_idle_keep_alive_connection_is_closed_after_idle_timeout(serve: ServeFactory) -> None:
+    server = serve(limits=Limits(idle_timeout=0.5))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while not data.endswith(b"ok\n"):
+            data += sock.recv(4096)
+        started = time.monotonic()
+        assert _closed_by_server(sock, 5)
+        assert time.monotonic() - started < 3
+
+
+def test_failing_collector_is_a_500_and_the_server_goes_on(serve: ServeFactory) -> None:
+    class Broken(Collector):
+        def collect(self) -> Iterator[Metric]:
+            raise RuntimeError("boom")
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Broken())
+    server = HttpServer("127.0.0.1", 0, make_app(registry, lambda: (True, "ready"), "t"))
+    server.start()
+    try:
+        assert get(server.port, "/metrics")[0] == 500
+        assert get(server.port, "/healthz")[0] == 200
+    finally:
+        server.stop()
