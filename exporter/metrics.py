@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -25,6 +26,10 @@ from exporter import __version__
 from exporter.db.session import Health
 from exporter.samples import Family
 from exporter.store import FAILURE_REASONS, ResultStore
+
+log = structlog.get_logger("exporter.metrics")
+
+CONFLICTS_METRIC = "gecko_exporter_metric_conflicts_total"
 
 
 def _le(bound: float) -> str:
@@ -54,14 +59,63 @@ def to_prometheus(family: Family) -> Metric:
     return metric
 
 
-def merge(families: Iterable[Family]) -> list[Family]:
-    """Merge families of the same name (a name must be exposed once)."""
+def exposed_names(name: str, kind: str) -> tuple[str, ...]:
+    """Every sample name a family of this name and type puts in the exposition."""
+    if kind == "counter":
+        base = name.removesuffix("_total")
+        return (base, f"{base}_total", f"{base}_created")
+    if kind == "histogram":
+        return (name, f"{name}_bucket", f"{name}_count", f"{name}_sum", f"{name}_created")
+    return (name,)
+
+
+class MergeConflicts:
+    """Families :func:`merge` dropped because another one already claimed their names.
+
+    Counted on every rendering that drops one; logged once per family name.
+    Thread-safe (scrapes render concurrently).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def dropped(self, family: Family, kept: str) -> None:
+        with self._lock:
+            first = family.name not in self._counts
+            self._counts[family.name] = self._counts.get(family.name, 0) + 1
+        if first:
+            log.error(
+                "metric_conflict",
+                family=family.name,
+                kind=family.kind,
+                labelnames=list(family.labelnames),
+                conflicts_with=kept,
+            )
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+
+def merge(
+    families: Iterable[Family],
+    conflicts: MergeConflicts | None = None,
+    reserved: Iterable[str] = (),
+) -> list[Family]:
+    """Merge families of the same name (a name must be exposed once).
+
+    A family whose type or label names differ from the first one of its name, or
+    whose sample names collide with another family's (or with ``reserved``
+    names), is dropped and reported to ``conflicts``: one probe's mistake never
+    turns the whole scrape into an error.
+    """
     merged: dict[str, Family] = {}
+    owner: dict[str, str] = dict.fromkeys(reserved, "exporter")
     for fam in families:
         prev = merged.get(fam.name)
-        if prev is None:
-            merged[fam.name] = fam
-        elif prev.kind == fam.kind and prev.labelnames == fam.labelnames:
+        if prev is not None and prev.kind == fam.kind and prev.labelnames == fam.labelnames:
             merged[fam.name] = Family(
                 fam.name,
                 fam.kind,
@@ -70,8 +124,15 @@ def merge(families: Iterable[Family]) -> list[Family]:
                 prev.samples + fam.samples,
                 prev.histograms + fam.histograms,
             )
-        else:
-            raise ValueError(f"conflicting definitions of {fam.name}")
+            continue
+        names = exposed_names(fam.name, fam.kind)
+        clash = next((owner[n] for n in names if n in owner), None)
+        if prev is not None or clash is not None:
+            if conflicts is not None:
+                conflicts.dropped(fam, clash or fam.name)
+            continue
+        merged[fam.name] = fam
+        owner.update(dict.fromkeys(names, fam.name))
     return list(merged.values())
 
 
@@ -90,6 +151,7 @@ class StoreCollector(Collector):
         self.health = health
         self.up_stale_seconds = up_stale_seconds
         self.clock = clock
+        self.conflicts = MergeConflicts()
 
     def describe(self) -> Iterable[Metric]:
         return []  # names are dynamic; no database access at registration
@@ -132,8 +194,16 @@ class StoreCollector(Collector):
         failures = CounterMetricFamily(
             "gecko_probe_failures_total", "Failed probe runs by reason.", labels=["probe", "reason"]
         )
+        last_run = GaugeMetricFamily(
+            "gecko_probe_last_run_timestamp_seconds",
+            "Unix time the probe last completed a run, whatever its outcome (the exporter's "
+            "start until its first run).",
+            labels=["probe"],
+        )
         families: list[Family] = []
         for name, state in sorted(states.items()):
+            if state.last_run_wall is not None:
+                last_run.add_metric([name], state.last_run_wall)
             interval.add_metric([name], state.interval_seconds)
             runs.add_metric([name], float(state.runs))
             counts = dict(state.failures)
@@ -148,9 +218,19 @@ class StoreCollector(Collector):
             families.extend(state.persistent)
             if state.fresh(now):
                 families.extend(state.families)
-        yield from (success, duration, last_ok, interval, runs, failures)
-        for fam in merge(families):
+        yield from (success, duration, last_ok, last_run, interval, runs, failures)
+        own = (up, build, success, duration, last_ok, last_run, interval, runs, failures)
+        reserved = [n for m in own for n in exposed_names(m.name, m.type)]
+        reserved += exposed_names(CONFLICTS_METRIC, "counter")
+        for fam in merge(families, self.conflicts, reserved):
             yield to_prometheus(fam)
+        yield CounterMetricFamily(
+            CONFLICTS_METRIC,
+            "Probe metric families left out of a rendering because another family already "
+            "exposes their name with another type or labels (each name logged once as "
+            "metric_conflict).",
+            value=float(self.conflicts.total),
+        )
 
 
 def build_registry(collector: StoreCollector) -> CollectorRegistry:

@@ -31,6 +31,8 @@ class ProbeState:
     last_failure_reason: str | None = None
     last_success_wall: float | None = None
     last_success_monotonic: float | None = None
+    #: wall time the probe last completed a run of any outcome (its start until the first)
+    last_run_wall: float | None = None
     families: tuple[Family, ...] = ()
     persistent: tuple[Family, ...] = field(default=())
 
@@ -68,7 +70,9 @@ class ResultStore:
 
     def register(self, name: str, interval_seconds: float, timeout_seconds: float) -> None:
         with self._lock:
-            self._states[name] = ProbeState(name, interval_seconds, timeout_seconds)
+            self._states[name] = ProbeState(
+                name, interval_seconds, timeout_seconds, last_run_wall=time.time()
+            )
 
     def record(
         self,
@@ -84,6 +88,7 @@ class ResultStore:
     ) -> None:
         if not success and reason not in FAILURE_REASONS:
             raise ValueError(f"unknown failure reason {reason!r}")
+        wall = time.time() if wall is None else wall
         with self._lock:
             state = self._states[name]
             failures = Counter(dict(state.failures))
@@ -95,13 +100,14 @@ class ResultStore:
                 "last_success": success,
                 "last_duration_seconds": duration_seconds,
                 "last_failure_reason": None if success else reason,
+                "last_run_wall": wall,
             }
             note = f"Sampled by probe {name} every {state.interval_seconds:g}s."
             if persistent is not None:
                 updates["persistent"] = tuple(_sampled(f, note) for f in persistent)
             if success:
                 updates["families"] = tuple(_sampled(f, note) for f in families or ())
-                updates["last_success_wall"] = time.time() if wall is None else wall
+                updates["last_success_wall"] = wall
                 updates["last_success_monotonic"] = (
                     time.monotonic() if monotonic is None else monotonic
                 )
