@@ -2,18 +2,20 @@
 
 Starts a local PostgreSQL (the bundled 18 or the machine's packages), creates
 the app schema, roles and extensions, loads synthetic data, runs app-like
-traffic and serves the exporter until SIGINT/SIGTERM. Everything it started
-(threads, the exporter, the server and its files) is gone when it returns.
+traffic and serves the exporter until SIGINT, SIGTERM or SIGHUP (the terminal
+closed). Everything it started (threads, the exporter, the server and its
+files) is gone when it returns.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from types import FrameType
 from typing import Final, TextIO
 
@@ -31,8 +33,10 @@ DATABASE: Final = "privacy"  # the name used by the app's deployed compose files
 APP_ROLE: Final = "gecko_app"
 MONITOR_ROLE: Final = "gecko_monitor"
 EXIT_OK: Final = 0
-EXIT_INTERRUPTED: Final = 130
-_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+#: a signal during setup exits 128 + its number, as a shell reports a signal death
+EXIT_INTERRUPTED: Final = 128 + signal.SIGINT
+#: every one of them stops the demo cleanly: Ctrl-C, ``kill``, the terminal closing
+_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 _Handler = Callable[[int, FrameType | None], object] | int | None
 
@@ -67,9 +71,17 @@ def check_port_free(host: str, port: int) -> None:
             raise DemoError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
+class _Interrupted(KeyboardInterrupt):
+    """A stop signal arrived during setup, before the exporter took over."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     del frame
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    raise _Interrupted(signum)
 
 
 def _note_signal(signum: int, frame: FrameType | None) -> None:
@@ -77,21 +89,56 @@ def _note_signal(signum: int, frame: FrameType | None) -> None:
     log.info("demo.already_stopping", signal=signal.Signals(signum).name)
 
 
+def _terminal_fds() -> tuple[int, ...]:
+    """The standard streams attached to a terminal (checked while it is still there)."""
+    found = []
+    for fd in (0, 1, 2):
+        with suppress(OSError):
+            if os.isatty(fd):
+                found.append(fd)
+    return tuple(found)
+
+
+def _detach_from_terminal(fds: tuple[int, ...]) -> None:
+    """Point the terminal's streams at /dev/null after SIGHUP.
+
+    A hung-up terminal answers every write with EIO: the cleanup's log lines
+    would raise in the middle of stopping the server. The output is lost with
+    the terminal anyway.
+    """
+    if not fds:
+        return
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in fds:
+            with suppress(OSError):
+                os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
 @contextmanager
 def _signal_handlers() -> Iterator[Callable[[Callable[[int, FrameType | None], None]], None]]:
-    """Install handlers for SIGINT/SIGTERM; restore the previous ones on exit.
+    """Install handlers for SIGINT/SIGTERM/SIGHUP; restore the previous ones on exit.
 
-    Yields a function that switches both signals to another handler. Does
-    nothing off the main thread (Python only delivers signals there).
+    Yields a function that switches every one of them to another handler.
+    SIGHUP first detaches the process from its (closed) terminal. Does nothing
+    off the main thread (Python only delivers signals there).
     """
     if threading.current_thread() is not threading.main_thread():
         yield lambda handler: None
         return
     previous: dict[int, _Handler] = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    terminal = _terminal_fds()
 
     def install(handler: Callable[[int, FrameType | None], None]) -> None:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if signum == signal.SIGHUP:
+                _detach_from_terminal(terminal)
+            handler(signum, frame)
+
         for sig in _SIGNALS:
-            signal.signal(sig, handler)
+            signal.signal(sig, on_signal)
 
     install(_raise_interrupt)
     try:
@@ -149,7 +196,7 @@ def run_demo(
     seed_value: int = 1,
     out: TextIO | None = None,
 ) -> int:
-    """Run the demo until SIGINT/SIGTERM; return the process exit code.
+    """Run the demo until SIGINT, SIGTERM or SIGHUP; return the process exit code.
 
     ``variant`` picks the schema install (``incremental``: the live stage
     database, the default; ``fresh``: a new install). Setup failures raise
@@ -202,6 +249,13 @@ def run_demo(
                 ) from None
             stack.callback(app.stop)
             app.install_signal_handlers()  # from now on a signal asks for a clean stop
+
+            def request_stop(signum: int, frame: FrameType | None) -> None:
+                del frame
+                log.info("demo.signal_received", signal=signal.Signals(signum).name)
+                app.request_stop()
+
+            switch_signals(request_stop)  # SIGHUP too, not only the exporter's two
             traffic = (
                 Workload(app_dsn, seed=seed_value + 1, data_seed=seed_value) if workload else None
             )
@@ -222,10 +276,10 @@ def run_demo(
             app.wait_for_signal()
             switch_signals(_note_signal)
             log.info("demo.stopping")
-        except KeyboardInterrupt:
+        except _Interrupted as exc:
             # a signal during setup, before the exporter took over
             switch_signals(_note_signal)
-            log.info("demo.interrupted")
-            return EXIT_INTERRUPTED
+            log.info("demo.interrupted", signal=signal.Signals(exc.signum).name)
+            return 128 + exc.signum
     log.info("demo.stopped")
     return EXIT_OK

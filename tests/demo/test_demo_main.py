@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ import pytest
 
 from gecko_demo import main
 from gecko_demo.cluster import ServerBinaries
+from tests.conftest import require_tool
 from tests.support.wait import free_port, wait_until
 
 DSN_WITH_SECRET = re.compile(r"postgres(?:ql)?://[^\s:/@]+:[^\s@]+@")
@@ -31,12 +35,13 @@ class DemoRun:
         self.port = free_port()
         self.out = tmp_path / "demo.out"
         self.err = tmp_path / "demo.err"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GECKO_")}
-        env["PYTHONUNBUFFERED"] = "1"
-        command = [sys.executable, "-m", "exporter", "demo", "--port", str(self.port), *args]
         with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+            self.proc = subprocess.Popen(self.command(*args), stdout=out, stderr=err, env=_env())
         self.server_pid: int | None = None
+        self.basedir: Path | None = None
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "exporter", "demo", "--port", str(self.port), *args]
 
     def text(self) -> str:
         return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
@@ -46,6 +51,8 @@ class DemoRun:
         for conn in psutil.net_connections(kind="tcp"):
             if conn.laddr and conn.laddr.port == db_port and conn.status == psutil.CONN_LISTEN:
                 self.server_pid = int(conn.pid)
+                # postgres -D <basedir>/data: the folder the demo must remove
+                self.basedir = Path(psutil.Process(self.server_pid).cmdline()[-1]).parent
                 return self.server_pid
         raise AssertionError(f"nothing listens on {db_port}")
 
@@ -60,7 +67,109 @@ class DemoRun:
             self.proc.kill()
             self.proc.wait(30)
         if self.server_pid is not None and psutil.pid_exists(self.server_pid):
-            psutil.Process(self.server_pid).send_signal(signal.SIGQUIT)
+            server = psutil.Process(self.server_pid)
+            server.send_signal(signal.SIGQUIT)
+            server.wait(30)
+        if self.basedir is not None and self.basedir.name.startswith("gecko-pg-"):
+            shutil.rmtree(self.basedir, ignore_errors=True)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GECKO_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class TerminalDemoRun(DemoRun):
+    """The demo on a pseudo-terminal it controls, as when started from a terminal window.
+
+    ``setsid --ctty`` makes the demo a session leader with the terminal as its
+    controlling terminal; closing the terminal's master side then makes the
+    kernel hang it up: SIGHUP to the demo and EIO on every later write.
+    """
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.port = free_port()
+        self.out = tmp_path / "demo.out"  # what the terminal showed
+        self.err = tmp_path / "demo.err"  # nothing: stdout and stderr are the terminal
+        self.err.write_bytes(b"")
+        self.server_pid = None
+        self.basedir = None
+        master, slave = pty.openpty()
+        self.master: int | None = master
+        try:
+            self.proc = subprocess.Popen(
+                [require_tool("setsid"), "--ctty", *self.command(*args)],
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                env=_env(),
+            )
+        finally:
+            os.close(slave)
+        self.reader = threading.Thread(target=self._drain, args=(master,), daemon=True)
+        self.reader.start()
+
+    def _drain(self, master: int) -> None:
+        """Keep the terminal's buffer empty (a full one would block the demo's writes)."""
+        with self.out.open("ab") as out:
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the terminal was closed or hung up
+                    return
+                if not chunk:
+                    return
+                out.write(chunk)
+                out.flush()
+
+    def close_terminal(self) -> None:
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        self.close_terminal()
+        self.reader.join(10)
+
+
+def _server_of(run: DemoRun) -> tuple[int, Path]:
+    """The running demo's postmaster pid and its temporary folder, read from the banner."""
+
+    def banner() -> str | None:
+        if run.proc.poll() is not None:
+            raise AssertionError(f"the demo exited ({run.proc.returncode}): {run.text()[-3000:]}")
+        text = run.out.read_text(errors="replace")
+        return text if "Press Ctrl-C to stop." in text else None
+
+    try:
+        text = wait_until(banner, timeout=180, message="the demo banner")
+    except TimeoutError:
+        raise AssertionError(f"no banner; the demo said: {run.text()[-3000:]}") from None
+    match = BANNER_DSN.search(text)
+    assert match, text
+    server_pid = run.find_server(int(match.group(1)))
+    assert run.basedir is not None
+    assert run.basedir.is_dir()
+    return server_pid, run.basedir
+
+
+def _processes_in(basedir: Path) -> list[int]:
+    """Processes whose command line names the demo's folder (its postmaster, pg_ctl)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if any(str(basedir) in part for part in cmdline):
+            found.append(int(proc.info["pid"]))
+    return found
+
+
+def _assert_left_nothing(run: DemoRun, server_pid: int, basedir: Path) -> None:
+    wait_until(lambda: not psutil.pid_exists(server_pid), timeout=30, message="server gone")
+    assert not psutil.pid_exists(server_pid)
+    assert not _processes_in(basedir)
+    assert not basedir.exists(), f"{basedir} left behind"
 
 
 @pytest.fixture
@@ -152,6 +261,73 @@ def test_demo_interrupted_while_loading_removes_its_server(
     wait_until(lambda: not psutil.pid_exists(server_pid), timeout=30, message="server gone")
     assert not basedir.exists()
     assert '"demo.interrupted"' in run.err.read_text(errors="replace")
+
+
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", STOP_SIGNALS, ids=lambda s: s.name)
+def test_each_stop_signal_stops_the_running_demo_cleanly(
+    tmp_path: Path, demo_run: list[DemoRun], sig: signal.Signals
+) -> None:
+    """Issue 9 item 7: SIGHUP used to kill the demo and leave its server and folder behind."""
+    run = DemoRun(tmp_path, "--scans", "100", "--log-format", "json")
+    demo_run.append(run)
+    server_pid, basedir = _server_of(run)
+
+    run.proc.send_signal(sig)
+    assert run.proc.wait(60) == main.EXIT_OK
+    _assert_left_nothing(run, server_pid, basedir)
+    events = [json.loads(line) for line in run.err.read_text().splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert "workload.stopped" in names
+    assert names[-1] == "demo.stopped"
+    assert {"event": "demo.signal_received", "signal": sig.name}.items() <= next(
+        e for e in events if e["event"] == "demo.signal_received"
+    ).items()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_closing_the_terminal_stops_the_demo_cleanly(
+    tmp_path: Path, demo_run: list[DemoRun]
+) -> None:
+    """The real SIGHUP: the terminal goes away, and with it every write to stdout/stderr."""
+    run = TerminalDemoRun(tmp_path, "--scans", "100")
+    demo_run.append(run)
+    server_pid, basedir = _server_of(run)
+
+    run.close_terminal()
+    assert run.proc.wait(60) == main.EXIT_OK
+    _assert_left_nothing(run, server_pid, basedir)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=lambda s: s.name)
+def test_signal_while_loading_removes_the_server(
+    tmp_path: Path, demo_run: list[DemoRun], sig: signal.Signals
+) -> None:
+    run = DemoRun(tmp_path, "--scans", "500000", "--log-format", "json")
+    demo_run.append(run)
+    wait_until(
+        lambda: "loading demo data" in run.err.read_text(errors="replace"),
+        timeout=120,
+        message="the progress bar",
+    )
+    started = next(
+        json.loads(line)
+        for line in run.err.read_text(errors="replace").splitlines()
+        if line.startswith("{") and '"demo.server_started"' in line
+    )
+    server_pid = run.find_server(int(started["port"]))
+    basedir = Path(psutil.Process(server_pid).cmdline()[-1]).parent
+
+    run.proc.send_signal(sig)
+    assert run.proc.wait(60) == 128 + sig
+    _assert_left_nothing(run, server_pid, basedir)
 
 
 def test_port_in_use_fails_before_starting_a_server() -> None:
