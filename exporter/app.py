@@ -41,6 +41,8 @@ class ExporterApp:
                 lock_timeout_seconds=settings.lock_timeout_seconds,
                 backoff_initial_seconds=settings.reconnect_backoff_initial_seconds,
                 backoff_max_seconds=settings.reconnect_backoff_max_seconds,
+                auth_backoff_initial_seconds=settings.auth_failure_backoff_initial_seconds,
+                auth_backoff_max_seconds=settings.auth_failure_backoff_max_seconds,
             ),
         )
         cadence = settings.probe_settings()

@@ -219,8 +219,16 @@ class StoreCollector(Collector):
             if state.fresh(now):
                 families.extend(state.families)
         yield from (success, duration, last_ok, last_run, interval, runs, failures)
+        connect_failures = CounterMetricFamily(
+            "gecko_database_connect_failures_total",
+            "Failed connection attempts of the exporter to the database, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in self.health.connect_failures().items():
+            connect_failures.add_metric([reason], float(count))
+        yield connect_failures
         own = (up, build, success, duration, last_ok, last_run, interval, runs, failures)
-        reserved = [n for m in own for n in exposed_names(m.name, m.type)]
+        reserved = [n for m in (*own, connect_failures) for n in exposed_names(m.name, m.type)]
         reserved += exposed_names(CONFLICTS_METRIC, "counter")
         for fam in merge(families, self.conflicts, reserved):
             yield to_prometheus(fam)

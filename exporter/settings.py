@@ -287,6 +287,9 @@ class Settings(BaseSettings):
     lock_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 0.1
     reconnect_backoff_initial_seconds: Annotated[float, Field(gt=0, le=60)] = 0.25
     reconnect_backoff_max_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0
+    #: after an authentication failure every lane waits on one shared backoff (doubling)
+    auth_failure_backoff_initial_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    auth_failure_backoff_max_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
     up_stale_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
     slow_query_threshold_seconds: PositiveSeconds = 5.0
