@@ -52,6 +52,16 @@ SPLIT_FROM = (7, 4)
 SPLITTER_FAILS: tuple[tuple[str, bool], ...] = (("drop_index", True),)  # (kind, concurrent)
 
 
+#: Statements that leave nothing to roll back (a migration made only of these needs no
+#: rollback file): settings, checks of existing rows, statistics, enum values (PostgreSQL
+#: cannot drop them).
+NOTHING_TO_UNDO = frozenset(
+    {"set", "reset", "begin", "commit", "rollback", "transaction", "validate_constraint",
+     "analyze", "vacuum", "select", "alter_enum", "comment"}
+)  # fmt: skip
+DESTROYS_DATA = frozenset({"drop_table", "truncate", "delete"})
+
+
 class LintToolError(ExporterError):
     """squawk is missing or failed: lint cannot run."""
 
@@ -325,15 +335,16 @@ def gecko_findings(m: Migration, prisma: tuple[int, int]) -> list[Finding]:
         for st in stmts
         if "drop_column" in st.actions and st.tables and st.tables[0] in added
     )
-    destructive = any(
-        s.kind in ("drop_table", "truncate", "delete") or "drop_column" in s.actions for s in stmts
-    )
-    if m.rollback is None and stmts and not destructive:
+    undoable = [s for s in stmts if s.kind not in NOTHING_TO_UNDO]
+    if m.rollback is None and undoable:
         if m.path.name == "migration.sql":
             beside = "down.sql or rollback.sql beside migration.sql"
         else:
             beside = f"{m.name}.down.sql or {m.name}.rollback.sql beside {m.path.name}"
-        out.append(_finding(m, None, "missing-rollback", f"{m.name}: no {beside}"))
+        message = f"{m.name}: no {beside}"
+        if any(s.kind in DESTROYS_DATA or "drop_column" in s.actions for s in undoable):
+            message += " (it drops data: a rollback restores the structure, a backup the data)"
+        out.append(_finding(m, None, "missing-rollback", message))
     return out
 
 

@@ -1,0 +1,3 @@
+-- Rollback of 20250919050100_phase1_schema_validate: nothing to undo (validation only
+-- checks existing rows). Mark it rolled back with
+-- `prisma migrate resolve --rolled-back 20250919050100_phase1_schema_validate`.

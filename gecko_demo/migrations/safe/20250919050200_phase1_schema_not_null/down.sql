@@ -1,0 +1,2 @@
+SET lock_timeout = '5s';
+ALTER TABLE "Issue" ALTER COLUMN "sortWeight" DROP NOT NULL;

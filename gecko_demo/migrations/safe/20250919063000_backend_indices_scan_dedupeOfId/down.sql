@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS "Scan_dedupeOfId_idx";

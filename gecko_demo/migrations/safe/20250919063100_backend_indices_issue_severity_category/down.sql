@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS "Issue_severity_category_idx";

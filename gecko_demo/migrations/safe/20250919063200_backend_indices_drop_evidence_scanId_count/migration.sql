@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS "Evidence_scanId_count_idx";

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS "Issue_scanId_idx";
