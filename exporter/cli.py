@@ -18,7 +18,7 @@ import structlog
 
 from exporter import __version__
 from exporter.errors import ExporterError, SettingsError
-from exporter.gate import lint_command
+from exporter.gate import lint_command, live_command
 from exporter.log import configure_logging
 from exporter.settings import DEFAULT_PORT, Settings
 
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=1, help="seed of the synthetic data")
     demo.add_argument("--log-format", choices=["json", "console"], default="console")
+    live_command.add_parsers(sub)
     sub.add_parser("version", help="print the version")
     lint_command.add_parser(sub)
     return parser
@@ -143,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "version":
         sys.stdout.write(f"gecko-exporter {__version__}\n")
         return 0
+    if command in live_command.COMMANDS:
+        return live_command.run(args)
     if command == "lint":
         return lint_command.run(args)
     if command == "demo":
