@@ -48,6 +48,7 @@ __all__ = [
     "load_migrations",
     "lock_rank",
     "parse_sql",
+    "read_sql",
     "stronger_lock",
 ]
 
@@ -175,11 +176,11 @@ def load_migration_file(path: Path) -> Migration:
         candidates = [path.with_name(f"{name}.down.sql"), path.with_name(f"{name}.rollback.sql")]
     rollback = next((c for c in candidates if c.is_file()), None)
     return Migration(
-        name=name, path=path, statements=tuple(parse_sql(_read(path), path)), rollback=rollback
+        name=name, path=path, statements=tuple(parse_sql(read_sql(path), path)), rollback=rollback
     )
 
 
-def _read(path: Path) -> str:
+def read_sql(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
