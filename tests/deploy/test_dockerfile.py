@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import threading
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -196,6 +200,141 @@ def test_dockerignore_sends_sources_only(stages: list[Stage]) -> None:
         ".ci/run",
     ]:
         assert _ignored(path), f"{path} should not be in the build context"
+
+
+# ---- what the image installs: the daemon, never the demo ------------------------------------
+
+#: Modules that serve the demo and the test suite only (issue 12 §1), besides every module of
+#: the gecko_demo package itself.
+DEMO_MODULES = frozenset({"admin", "cluster", "datagen", "workload", "seed", "provision", "demo"})
+
+
+def _demo_module_names() -> frozenset[str]:
+    names = {p.stem for p in (REPO / "gecko_demo").rglob("*.py") if p.stem != "__init__"}
+    return frozenset(names | DEMO_MODULES)
+
+
+def _build_wheel(source: Path, out: Path) -> list[str]:
+    """``pip wheel --no-deps`` of a source tree (the build ``pip install .`` runs); its files."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-q", "-w",
+         str(out), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (wheel,) = out.glob("gecko_exporter-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(out / "installed")
+        return archive.namelist()
+
+
+def _image_sources(stages: list[Stage], dest: Path) -> list[str]:
+    """Lay out what the build stage COPYs from the context (after .dockerignore) under ``dest``.
+
+    ``dest`` stands for the stage's WORKDIR; returns the copied paths relative to it.
+    """
+    builder = stages[0]
+    workdir = builder.last("WORKDIR").value
+    copied: list[str] = []
+    for instruction in builder.all("COPY"):
+        assert not instruction.value.startswith("--from"), instruction.value
+        *sources, target = instruction.value.split()
+        assert target.endswith("/"), f"COPY target {target!r}: write directories with a slash"
+        target_dir = dest / target.removeprefix(workdir).lstrip("/")
+        for src in sources:
+            root = REPO / src
+            files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+            for path in files:
+                rel = path.relative_to(REPO).as_posix()
+                if _ignored(rel):
+                    continue
+                inside = path.name if root.is_file() else path.relative_to(root).as_posix()
+                copied_to = target_dir / inside
+                copied_to.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, copied_to)
+                copied.append(copied_to.relative_to(dest).as_posix())
+    return copied
+
+
+def _daemon_modules(names: list[str]) -> set[str]:
+    return {Path(n).stem for n in names if n.startswith("exporter/") and n.endswith(".py")}
+
+
+@pytest.mark.slow
+def test_the_daemon_package_holds_no_demo_module(tmp_path: Path) -> None:
+    """The project's wheel: exporter/ is the daemon only; the demo is its own package."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for package in ("exporter", "gecko_demo"):
+        shutil.copytree(REPO / package, source / package, ignore=ignore)
+    names = _build_wheel(source, tmp_path / "wheel")
+
+    daemon = _daemon_modules(names)
+    assert {"cli", "app", "scheduler", "server"} <= daemon, sorted(daemon)
+    assert not daemon & _demo_module_names(), sorted(daemon & _demo_module_names())
+    assert not [n for n in names if n.startswith("exporter/") and n.endswith(".sql")]
+    # the demo ships beside it, for the `demo` extra
+    assert "gecko_demo/workload.py" in names
+    assert "gecko_demo/schema.sql" in names
+
+
+@pytest.mark.slow
+def test_the_image_installs_the_daemon_without_the_demo(
+    stages: list[Stage], tmp_path: Path
+) -> None:
+    """The Dockerfile's build context and COPY lines, built like its `pip install .`."""
+    source = tmp_path / "src"
+    copied = _image_sources(stages, source)
+    assert "pyproject.toml" in copied
+    assert "exporter/cli.py" in copied
+    assert not [c for c in copied if c.startswith("gecko_demo/") or "__pycache__" in c], copied
+    names = _build_wheel(source, tmp_path / "wheel")
+
+    assert not [n for n in names if n.split("/")[0].startswith("gecko_demo")], names
+    daemon = _daemon_modules(names)
+    assert "cli" in daemon
+    assert not daemon & _demo_module_names(), sorted(daemon & _demo_module_names())
+
+    # The installed files alone (no site hooks: the test venv's editable install stays out)
+    # import, and `gecko-exporter demo` says what to install instead of failing.
+    paths = sysconfig.get_paths()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": os.pathsep.join(
+            [str(tmp_path / "wheel" / "installed"), paths["purelib"], paths["platlib"]]
+        ),
+    }
+    modules = sorted(
+        n.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        for n in names
+        if n.startswith("exporter/") and n.endswith(".py") and not n.endswith("__main__.py")
+    )
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "assert importlib.util.find_spec('gecko_demo') is None, 'gecko_demo importable'\n"
+        "print(sorted(m for m in sys.modules if m.startswith('gecko_demo')))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]"
+    demo = subprocess.run(
+        [sys.executable, "-S", "-m", "exporter", "demo", "--port", str(free_port())],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert demo.returncode == 2, demo.stdout + demo.stderr
+    assert "install the demo extra" in demo.stderr
+    assert "Traceback" not in demo.stderr
 
 
 # ---- HEALTHCHECK -----------------------------------------------------------------------------
