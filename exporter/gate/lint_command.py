@@ -54,9 +54,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "folder for locking and compatibility hazards. Static: no database access."
         ),
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", type=Path)
     p.add_argument(
-        "--format", choices=["table", "json", "sarif"], default="table", dest="output_format"
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        type=Path,
+        help="a migration.sql, a Prisma migration folder or a prisma/migrations folder",
+    )
+    p.add_argument(
+        "--format",
+        choices=["table", "json", "sarif"],
+        default="table",
+        dest="output_format",
+        help="report format (default table; json and sarif: see docs/migration-gate.md)",
     )
     p.add_argument(
         "--prisma-version",

@@ -7,6 +7,7 @@ docs/migration-gate.md; fields are only ever added.
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +48,30 @@ def render_table(result: LintResult) -> str:
             loc = f"{display_path(f.file)}:{f.line}"
             lines.append(f"  {f.severity.upper():<7} {loc}  {f.rule}")
             if f.statement:
-                lines.append(f"          {_clip(f.statement, 96)}")
-            lines.append(f"          {f.message}")
+                lines.append(f"{_INDENT}{_clip(f.statement, _WIDTH - len(_INDENT))}")
+            lines.extend(_wrap(f.message))
             if f.fix:
-                lines.append(f"          fix: {f.fix}")
+                lines.extend(_wrap(f"fix: {f.fix}"))
     lines.append(
         f"{len(result.migrations)} migrations, {result.count('error')} errors, "
         f"{result.count('warning')} warnings, {result.count('info')} info"
     )
     return "\n".join(lines) + "\n"
+
+
+_WIDTH = 100
+_INDENT = " " * 10
+
+
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(
+        text,
+        _WIDTH,
+        initial_indent=_INDENT,
+        subsequent_indent=_INDENT + "  ",
+        break_on_hyphens=False,
+        break_long_words=False,
+    ) or [_INDENT]
 
 
 def _worst(findings: list[Finding]) -> str:
