@@ -197,7 +197,7 @@ SQUAWK_RULES: dict[str, tuple[str, str]] = {
 # Replaced by the Prisma-version-aware gecko rule.
 SQUAWK_EXCLUDED = ("ban-concurrent-index-creation-in-transaction",)
 
-_IGNORE_RE = re.compile(r"--\s*gecko-lint:\s*(ignore-file|ignore)\s+([A-Za-z0-9_, -]+)")
+_IGNORE_RE = re.compile(r"--[ \t]*gecko-lint:[ \t]*(ignore-file|ignore)[ \t]+([A-Za-z0-9_, \t-]+)")
 
 
 @dataclass(frozen=True)
@@ -393,6 +393,9 @@ def run_squawk(
         raise LintToolError("squawk: output is not JSON") from None
     if not isinstance(data, list):
         raise LintToolError("squawk: output is not a JSON array")
+    if proc.returncode == 1 and not data:  # exit 1 means findings: none reported is a failure
+        detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LintToolError(f"squawk: exit code 1 without findings: {detail}")
     return [d for d in data if isinstance(d, dict)]
 
 
@@ -452,16 +455,19 @@ def squawk_findings(m: Migration, raw: Iterable[dict[str, Any]]) -> list[Finding
 # --------------------------------------------------------------------------- filtering
 
 
+def _rule_names(text: str, wanted: str) -> set[str]:
+    names: set[str] = set()
+    for kind, listed in _IGNORE_RE.findall(text):
+        if kind == wanted:
+            names.update(re.split(r"[\s,]+", listed.strip()))
+    names.discard("")
+    return names
+
+
 def _ignored_rules(m: Migration, st: Statement | None) -> set[str]:
-    rules: set[str] = set()
-    if st is not None:
-        for kind, names in _IGNORE_RE.findall(st.leading + "\n" + st.text):
-            if kind == "ignore":
-                rules.update(n.strip() for n in names.split(",") if n.strip())
+    rules = _rule_names(st.leading + "\n" + st.text, "ignore") if st is not None else set()
     for s in m.statements:
-        for kind, names in _IGNORE_RE.findall(s.leading + "\n" + s.text):
-            if kind == "ignore-file":
-                rules.update(n.strip() for n in names.split(",") if n.strip())
+        rules |= _rule_names(s.leading + "\n" + s.text, "ignore-file")
     return rules
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.gate.lint import Finding, LintOptions, LintResult, lint
+from exporter.cli import main
+from exporter.gate.lint import Finding, LintOptions, LintResult, LintToolError, lint
 from exporter.gate.sql import load_migrations
 
 LOCKED = "SET lock_timeout = '5s';\nSET statement_timeout = '30s';\n"
@@ -348,3 +349,42 @@ def test_safe_examples_pass_for_every_prisma_version() -> None:
         ]
         assert not [f for f in r.findings if f.severity == "warning"]
     assert len(load_migrations([EXAMPLES / "safe"])) == 8
+
+
+def test_inline_ignore_accepts_space_separated_rules(repo: Repo) -> None:
+    sql = (
+        LOCKED
+        + "-- gecko-lint: ignore renaming-column require-lock-timeout\n"
+        + 'ALTER TABLE "Scan" RENAME COLUMN "a" TO "b";\n'
+    )
+    assert not found(run(repo.add(sql)), "renaming-column")
+
+
+# --------------------------------------------------------------------------- squawk failures
+
+
+@pytest.mark.parametrize(
+    ("binary", "message"),
+    [
+        ("/nonexistent/squawk", "squawk: cannot run"),
+        ("/bin/false", "squawk: exit code 1 without findings"),
+    ],
+)
+def test_a_missing_or_failing_squawk_is_an_error_not_a_pass(
+    repo: Repo, binary: str, message: str
+) -> None:
+    migrations = load_migrations(
+        [repo.add(LOCKED + 'ALTER TABLE "Scan" RENAME COLUMN "a" TO "b";\n')]
+    )
+    with pytest.raises(LintToolError, match=message):
+        lint(migrations, LintOptions(squawk=binary))
+
+
+def test_bad_pg_version_for_squawk_is_bad_input(
+    capsys: pytest.CaptureFixture[str], repo: Repo
+) -> None:
+    folder = repo.add(LOCKED + 'ALTER TABLE "Scan" ADD COLUMN "x" TEXT;\n')
+    assert main(["lint", "--pg-version", "banana", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gecko-exporter lint: error: squawk: exit code")
+    assert err.count("\n") == 1
