@@ -385,7 +385,7 @@ def run_squawk(
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LintToolError(f"squawk: cannot run ({exc})") from None
     if proc.returncode not in (0, 1):
-        detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        detail = _stderr_line(proc.stderr)
         raise LintToolError(f"squawk: exit code {proc.returncode}: {detail}")
     try:
         data = json.loads(proc.stdout or "[]")
@@ -394,9 +394,17 @@ def run_squawk(
     if not isinstance(data, list):
         raise LintToolError("squawk: output is not a JSON array")
     if proc.returncode == 1 and not data:  # exit 1 means findings: none reported is a failure
-        detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        detail = _stderr_line(proc.stderr)
         raise LintToolError(f"squawk: exit code 1 without findings: {detail}")
     return [d for d in data if isinstance(d, dict)]
+
+
+def _stderr_line(stderr: str) -> str:
+    """The line of squawk's stderr that says what went wrong."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return next(
+        (ln for ln in lines if ln.lower().startswith("error")), lines[-1] if lines else "no output"
+    )
 
 
 def _statement_at(m: Migration, line: int, column: int) -> Statement | None:
