@@ -87,32 +87,32 @@ def parse(row: Row, pools: Sequence[PoolMatcher]) -> list[Family]:
     return [
         gauge(
             "gecko_connection_pool_utilization_ratio",
-            "Connections in use / usable pool size, 0-1 (sampled). pool=server counts every "
+            "Connections in use / usable pool size, 0-1. pool=server counts every "
             "client backend against max_connections minus reserved slots.",
             labelnames=("pool",),
             values={(name,): min(in_use[name] / size[name], 1e6) for name in in_use},
         ),
         gauge(
             "gecko_connection_pool_connections_in_use",
-            "Connections in use, numerator of the utilization ratio (sampled).",
+            "Connections in use, numerator of the utilization ratio.",
             labelnames=("pool",),
             values={(name,): v for name, v in in_use.items()},
         ),
         gauge(
             "gecko_connection_pool_size",
-            "Connections usable by the pool, denominator of the utilization ratio (sampled).",
+            "Connections usable by the pool, denominator of the utilization ratio.",
             labelnames=("pool",),
             values={(name,): v for name, v in size.items()},
         ),
         gauge(
             "gecko_connections",
-            "Client backends by state, all databases (sampled from pg_stat_activity).",
+            "Client backends by state, all databases (from pg_stat_activity).",
             labelnames=("state",),
             values={(s,): every_state[s] + by_state.get(s, 0) for s in every_state},
         ),
         gauge(
             "gecko_connection_pool_connections",
-            "Application pool connections by state (sampled from pg_stat_activity).",
+            "Application pool connections by state (from pg_stat_activity).",
             labelnames=("pool", "state"),
             values={
                 (p, s): float(n) for p, states in pool_states.items() for s, n in states.items()
@@ -120,7 +120,7 @@ def parse(row: Row, pools: Sequence[PoolMatcher]) -> list[Family]:
         ),
         gauge(
             "gecko_max_connections",
-            "The server's max_connections setting (sampled).",
+            "The server's max_connections setting.",
             float(row["max_connections"]),
         ),
     ]

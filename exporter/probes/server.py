@@ -20,18 +20,18 @@ def parse(row: Row) -> list[Family]:
     return [
         gauge(
             "gecko_postgres_server_info",
-            "PostgreSQL server version (sampled; value is always 1).",
+            "PostgreSQL server version (value is always 1).",
             labelnames=("version", "major"),
             values={(version, major): 1},
         ),
         gauge(
             "gecko_postgres_start_time_seconds",
-            "Unix time the PostgreSQL server started (sampled).",
+            "Unix time the PostgreSQL server started.",
             float(row["start_time"]),
         ),
         gauge(
             "gecko_postgres_in_recovery",
-            "1 if the server is a standby in recovery (sampled).",
+            "1 if the server is a standby in recovery.",
             1.0 if row["in_recovery"] else 0.0,
         ),
     ]

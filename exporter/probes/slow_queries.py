@@ -361,32 +361,31 @@ class SlowQueriesProbe:
                 "gecko_longest_active_query_seconds",
                 "Age of the longest-running application query in the monitored database "
                 "(maintenance, backups and exporter sessions excluded); 0 when none "
-                "(sampled from pg_stat_activity).",
+                "(from pg_stat_activity).",
                 summary.longest_active_seconds,
             ),
             gauge(
                 "gecko_longest_idle_in_transaction_seconds",
                 "Time the oldest idle-in-transaction application session has been idle; "
-                "0 when none (sampled).",
+                "0 when none.",
                 summary.longest_idle_in_transaction_seconds,
             ),
             gauge(
                 "gecko_slow_queries_running",
-                "Application queries running now for longer than the slow-query threshold "
-                "(sampled).",
+                "Application queries running now for longer than the slow-query threshold.",
                 float(summary.slow_running),
             ),
             gauge(
                 "gecko_maintenance_running",
                 "Maintenance and backup sessions running in the monitored database, by kind "
-                "(sampled from pg_stat_activity and pg_stat_progress_*).",
+                "(from pg_stat_activity and pg_stat_progress_*).",
                 labelnames=("kind",),
                 values={(k,): float(v) for k, v in summary.maintenance_running.items()},
             ),
             gauge(
                 "gecko_maintenance_longest_seconds",
                 "Age of the longest maintenance work by kind: the statement, or a backup's "
-                "transaction; 0 when none (sampled).",
+                "transaction; 0 when none.",
                 labelnames=("kind",),
                 values={(k,): v for k, v in summary.maintenance_longest_seconds.items()},
             ),
@@ -432,7 +431,7 @@ class SlowQueriesProbe:
             counter(
                 "gecko_slow_queries_total",
                 "Distinct application queries (pid + query_start) seen running longer than the "
-                "slow-query threshold (sampled every probe interval).",
+                "slow-query threshold.",
                 float(self.tracker.total),
             ),
             gauge(
