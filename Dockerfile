@@ -36,10 +36,11 @@ WORKDIR /
 
 EXPOSE 8187
 
-# Docker/Compose only (Kubernetes uses the chart's probes). No curl in slim images: Python, on the
-# port taken from GECKO_LISTEN_ADDRESS.
+# Docker/Compose only (Kubernetes uses the chart's probes). No curl in slim images: Python GETs
+# /healthz on the port of GECKO_LISTEN_ADDRESS, over HTTP, then HTTPS when a web config turns TLS on
+# (not verified: its own loopback). With client certificates required, use --no-healthcheck.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('GECKO_LISTEN_ADDRESS', ':8187').rsplit(':', 1)[1]; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:' + port + '/healthz', timeout=4).status == 200 else 1)"]
+    CMD ["python", "-m", "exporter.healthcheck"]
 
 # tini forwards SIGTERM to the exporter (which exits 0 after closing its connections) and reaps
 # zombies, e.g. the PostgreSQL children of `gecko-exporter demo`.
