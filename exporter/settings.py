@@ -225,6 +225,8 @@ class GateSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: the Prisma version that applies the migrations (lint: how Prisma sends a file)
+    prisma_version: Annotated[str, Field(pattern=r"^v?\d+(\.\d+){0,2}$")] = "5.22"
     #: statement_timeout of the gate's own session (each check is one statement)
     statement_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
     #: a migration's lock_timeout when its file sets none (the safe template's value)

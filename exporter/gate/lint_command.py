@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -27,6 +28,18 @@ def parse_prisma_version(text: str) -> tuple[int, int]:
     if not m:
         raise ValueError(f"{text!r} is not a Prisma version like 5.22 or 7.4.0")
     return int(m.group(1)), int(m.group(2) or 0)
+
+
+def configured_prisma_version(config: str | None) -> str:
+    """``gate.prisma_version`` of the config file (--config or GECKO_CONFIG), else the default.
+
+    Without a config file lint reads no settings at all.
+    """
+    if config is None and not os.environ.get("GECKO_CONFIG"):
+        return DEFAULT_PRISMA_VERSION
+    from exporter.settings import Settings  # noqa: PLC0415 - only when a config file is named
+
+    return Settings.from_sources(config_file=config).gate.prisma_version
 
 
 def _prisma_version(text: str) -> str:
@@ -71,10 +84,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--prisma-version",
         type=_prisma_version,
-        default=DEFAULT_PRISMA_VERSION,
         metavar="X.Y",
-        help=f"Prisma version that applies the migrations (default {DEFAULT_PRISMA_VERSION}): "
-        "before 7.4 a file is always one transaction",
+        help="Prisma version that applies the migrations (default: gate.prisma_version of "
+        f"--config, else {DEFAULT_PRISMA_VERSION}): before 7.4 a file is always one transaction",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML config file to read gate.prisma_version from (env GECKO_CONFIG)",
     )
     p.add_argument(
         "--ignore",
@@ -97,8 +114,13 @@ def run(args: argparse.Namespace) -> int:
     from exporter.gate.lint_format import render_json, render_sarif, render_table  # noqa: PLC0415
     from exporter.gate.sql import load_migrations  # noqa: PLC0415
 
+    try:
+        prisma_version = args.prisma_version or configured_prisma_version(args.config)
+    except ExporterError as exc:
+        sys.stderr.write(f"gecko-exporter lint: error: {exc}\n")
+        return EXIT_BAD_INPUT
     options = LintOptions(
-        prisma_version=args.prisma_version,
+        prisma_version=prisma_version,
         ignore=frozenset(r for group in args.ignore for r in group),
         pg_version=args.pg_version,
     )
@@ -112,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         text = render_table(result)
     else:
         render = render_json if args.output_format == "json" else render_sarif
-        text = json.dumps(render(result, prisma_version=args.prisma_version), indent=2) + "\n"
+        text = json.dumps(render(result, prisma_version=prisma_version), indent=2) + "\n"
     if args.output is not None:
         try:
             args.output.write_text(text, encoding="utf-8")

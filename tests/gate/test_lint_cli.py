@@ -330,3 +330,32 @@ def test_sarif_for_a_clean_run_has_no_results(
     jsonschema.Draft4Validator(sarif_schema()).validate(doc)
     assert code == 0
     assert doc["runs"][0]["results"] == []
+
+
+def test_prisma_version_from_the_config_file_and_flag_precedence(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GECKO_CONFIG", raising=False)
+    f = write(
+        tmp_path / "m" / "migration.sql",
+        "SET lock_timeout = '1s';\nSET statement_timeout = '1h';\n"
+        'CREATE INDEX CONCURRENTLY "a" ON "Scan"("x");\n',
+    )
+    write(tmp_path / "m" / "down.sql", "SELECT 1;\n")
+    config = write(tmp_path / "gecko.yaml", 'gate:\n  prisma_version: "7.4"\n')
+    code, out, _ = lint(capsys, "--config", config, "--format", "json", f)
+    assert (code, json.loads(out)["prisma_version"]) == (0, "7.4")
+    monkeypatch.setenv("GECKO_CONFIG", str(config))
+    code, out, _ = lint(capsys, "--prisma-version", "5.22", "--format", "json", f)
+    assert (code, json.loads(out)["prisma_version"]) == (1, "5.22")
+
+
+def test_bad_prisma_version_in_the_config_file_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GECKO_CONFIG", raising=False)
+    config = write(tmp_path / "gecko.yaml", "gate:\n  prisma_version: latest\n")
+    code, out, err = lint(capsys, "--config", config, EXAMPLES / "safe")
+    assert (code, out) == (2, "")
+    assert err.startswith("gecko-exporter lint: error: gate.prisma_version:")
+    assert err.count("\n") == 1
