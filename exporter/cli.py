@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -25,21 +26,108 @@ from exporter.settings import DEFAULT_PORT, Settings
 EXIT_USAGE = 2
 
 
+#: a flag name that may be echoed in an error (never a value: that could be a DSN)
+_FLAG_NAME = re.compile(r"--?[A-Za-z][A-Za-z0-9-]{0,39}")
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors in one line."""
+    """argparse that reports errors in one line and never echoes an argument's value.
+
+    No abbreviations (``--database-url`` must not be taken for
+    ``--database-url-file``); a value given on the command line may be a DSN,
+    so error messages name options but never quote what was given.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+        self._argv: list[str] = []
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self._argv, namespace)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(_unrecognized(extras))
+        return parsed
+
+    def known_words(self) -> set[str]:
+        """Option strings, command names and choices of this parser and its subparsers."""
+        words: set[str] = set()
+        for action in self._actions:
+            words.update(action.option_strings)
+            if isinstance(action.choices, dict):
+                for name, sub in action.choices.items():
+                    words.add(str(name))
+                    if isinstance(sub, _Parser):
+                        words |= sub.known_words()
+            elif action.choices is not None:
+                words.update(str(choice) for choice in action.choices)
+        return words
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        safe = _without_values(message, self._argv, self.known_words())
+        sys.stderr.write(f"{self.prog}: error: {safe}\n")
         raise SystemExit(EXIT_USAGE)
+
+
+def _unrecognized(extras: Sequence[str]) -> str:
+    """The "unrecognized arguments" error naming flags only, counting everything else."""
+    names = []
+    for arg in extras:
+        name = arg.split("=", 1)[0]
+        if _FLAG_NAME.fullmatch(name):
+            names.append(name)
+    others = len(extras) - len(names)
+    parts = [", ".join(names)] if names else []
+    if others:
+        parts.append(f"{others} positional argument{'s' if others > 1 else ''} (not shown)")
+    return "unrecognized arguments: " + " and ".join(parts)
+
+
+def _without_values(message: str, argv: Sequence[str], known: set[str]) -> str:
+    """argparse's message with every quoted command-line value removed."""
+    head, sep, rest = message.partition(": invalid choice: ")
+    if sep:  # "invalid choice: 'x' (choose from ...)"
+        _, paren, choices = rest.partition(" (choose from ")
+        message = f"{head}: invalid choice" + (f" (choose from {choices}" if paren else "")
+    for marker in ("ignored explicit argument", "unknown parser"):
+        head, sep, _ = message.partition(marker)
+        if sep:
+            message = head + marker
+    head, sep, rest = message.partition("ambiguous option: ")
+    if sep:
+        _, could, matches = rest.partition(" could match ")
+        message = f"{head}ambiguous option" + (f" (could match {matches})" if could else "")
+    match = re.search(r"(invalid [a-z_]+ value): ", message)
+    if match:
+        message = message[: match.start()] + match.group(1)
+    # last resort: no longer piece of any argument survives, whatever the message
+    for arg in sorted(argv, key=len, reverse=True):
+        for piece in {arg, *arg.split("=", 1)[1:]}:
+            if (
+                len(piece) >= 3
+                and piece not in known
+                and not _FLAG_NAME.fullmatch(piece)
+                and piece in message
+            ):
+                message = message.replace(piece, "…")
+    return " ".join(message.split())
 
 
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        raise argparse.ArgumentTypeError("not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a number greater than 0")
     return value
 
 

@@ -1,4 +1,9 @@
-"""structlog configuration: JSON lines by default, a console renderer on request."""
+"""structlog configuration: JSON lines by default, a console renderer on request.
+
+Tracebacks never carry local variables (structlog's ``dict_tracebacks`` shows
+every frame's locals by default: a DSN or application rows would end up in the
+log).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,11 @@ import structlog
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}  # fmt: skip
 
+#: exceptions as structured dicts, without any frame's local variables
+JSON_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
 
 def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "info") -> None:
     """Configure structlog (and route stdlib logging, e.g. psycopg's, through it)."""
@@ -21,9 +31,11 @@ def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "in
     ]
     renderer: structlog.types.Processor
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     else:
-        shared.append(structlog.processors.dict_tracebacks)
+        shared.append(JSON_TRACEBACKS)
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[*shared, renderer],

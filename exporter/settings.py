@@ -1,13 +1,20 @@
 """Configuration: defaults < YAML file < environment (GECKO_*) < command-line flags.
 
 Every problem is reported as one :class:`~exporter.errors.SettingsError` line
-naming the field, so the CLI can print it and exit 2 without a traceback.
+naming the field, so the CLI can print it and exit 2 without a traceback:
+unknown fields in the file *and* unknown ``GECKO_*`` variables (a typo must not
+be ignored), duplicate YAML keys, files that are too large or not UTF-8.
+
+The YAML file is read by pydantic-settings' own YAML source
+(:class:`BoundedYamlSource`), its path given by ``--config`` or ``GECKO_CONFIG``.
 """
 
 from __future__ import annotations
 
-import contextvars
+import difflib
 import os
+import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,15 +31,37 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    YamlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SourceError
+from pydantic_settings.sources import ConfigFileSourceType
 
 from exporter.db.dsn import mask_dsn, validate_dsn
 from exporter.errors import SettingsError
+from exporter.probes.indexes import DEFAULT_CRITICAL_INDEXES
+from exporter.probes.migrations import PRISMA_MIGRATE_LOCK_KEY
 
 ENV_PREFIX = "GECKO_"
 DEFAULT_PORT = 8187
+#: the config file and the DSN file are read with a bound (``/dev/zero`` is an error)
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DSN_BYTES = 64 << 10
+#: ``GECKO_*`` variables that are not settings but belong to other components; every
+#: other ``GECKO_*`` variable must name a setting (a typo is an error, like an unknown
+#: YAML key). Add a variable here when a component documents one.
+OTHER_ENV_VARS = frozenset(
+    {
+        "GECKO_TEST_DSN",  # tests/conftest.py: an existing server for the test suite
+        "GECKO_TEST_SCANS",  # tests/conftest.py: size of the test data set
+        "GECKO_PROMETHEUS_BIN",  # tests/support/promstack.py
+        "GECKO_ALERTMANAGER_BIN",  # tests/support/promstack.py
+        "GECKO_PG_OS_USER",  # gecko_demo/cluster.py: OS user of the demo server
+    }
+)
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
 
@@ -74,17 +103,6 @@ DEFAULT_PROBES: dict[str, ProbeSettings] = {
 }
 #: every probe name (a bounded label value), in scheduling order
 PROBE_NAMES: tuple[str, ...] = tuple(DEFAULT_PROBES)
-
-#: The indexes the app's hot queries rely on (schema reference §3-4), checked by name.
-DEFAULT_CRITICAL_INDEXES = (
-    "Scan_dedupe_lookup_idx",
-    "Scan_recent_reports_idx",
-    "Evidence_scan_covering_idx",
-    "Issue_scan_covering_idx",
-    "Scan_slug_key",
-)
-#: Prisma Migrate's advisory lock key (prisma-engines, apply_migrations).
-PRISMA_MIGRATE_LOCK_KEY = 72707369
 
 Identifier = Annotated[str, Field(min_length=1, max_length=63)]
 
@@ -211,7 +229,7 @@ DEFAULT_INVARIANTS: tuple[InvariantSettings, ...] = (
     InvariantSettings(
         name="scans_with_unknown_status",
         sql='SELECT "id" FROM "Scan" '
-        'WHERE "status" NOT IN (\'queued\', \'running\', \'done\', \'error\')',
+        "WHERE \"status\" NOT IN ('queued', 'running', 'done', 'error')",
     ),
     InvariantSettings(
         name="scans_with_score_out_of_range",
@@ -248,8 +266,8 @@ class GateSettings(BaseModel):
     report_p95_max_seconds: PositiveSeconds = 2.0
     #: with --baseline: p95 above this multiple of the baseline fails...
     max_latency_ratio: Annotated[float, Field(ge=1, le=1000)] = 2.0
-    #: ...unless it is below this floor (sub-millisecond noise)
-    latency_ratio_floor_seconds: Annotated[float, Field(ge=0, le=60)] = 0.01
+    #: ...unless it is below this floor (the dedupe target; below it a ratio is mostly noise)
+    latency_ratio_floor_seconds: Annotated[float, Field(ge=0, le=60)] = 0.05
     invariants: list[InvariantSettings] = Field(
         default_factory=lambda: list(DEFAULT_INVARIANTS), max_length=100
     )
@@ -275,6 +293,8 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
+    #: the YAML file (``--config`` / ``GECKO_CONFIG``); not settable in the file itself
+    config: Path | None = None
     database_url: SecretStr | None = None
     database_url_file: Path | None = None
     listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
@@ -345,7 +365,10 @@ class Settings(BaseSettings):
             elif isinstance(override, ProbeSettings):
                 base.update(override.model_dump())
             else:
-                raise TypeError(f"probe {name!r} must be a mapping")
+                # ValueError, not TypeError: pydantic turns it into a validation error
+                raise ValueError(  # noqa: TRY004
+                    f"probe {name!r} must be a mapping (interval_seconds, ...)"
+                )
             merged[name] = base
         return merged
 
@@ -381,12 +404,9 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         if self.database_url_file is not None:
-            try:
-                value = self.database_url_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise SettingsError(
-                    f"database_url_file: cannot read {self.database_url_file}: {exc.strerror}"
-                ) from None
+            value = read_bounded_text(
+                self.database_url_file, MAX_DSN_BYTES, f"database_url_file {self.database_url_file}"
+            ).strip()
             try:
                 validate_dsn(value)
             except ValueError as exc:
@@ -421,10 +441,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         del dotenv_settings, file_secret_settings
-        file_data = _FILE_DATA.get()
+        check_environment(os.environ)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if file_data:
-            sources.append(_MappingSource(settings_cls, file_data))
+        path = _config_path(init_settings, env_settings)
+        if path is not None:
+            sources.append(BoundedYamlSource(settings_cls, yaml_file=path))
         return tuple(sources)
 
     @classmethod
@@ -438,77 +459,202 @@ class Settings(BaseSettings):
 
         Raises :class:`SettingsError` with one line naming the field.
         """
-        path = config_file if config_file is not None else os.environ.get(f"{ENV_PREFIX}CONFIG")
-        file_data = _load_yaml(Path(path)) if path else {}
-        token = _FILE_DATA.set(file_data)
+        values = dict(overrides or {})
+        if config_file is not None:
+            values["config"] = config_file
         try:
-            return cls(**dict(overrides or {}))
+            return cls(**values)
         except ValidationError as exc:
-            raise SettingsError(_format_validation_error(exc, file_data, overrides)) from None
-        finally:
-            _FILE_DATA.reset(token)
+            raise SettingsError(_format_validation_error(exc, values)) from None
+        except SourceError as exc:  # an environment value that is not valid JSON
+            raise SettingsError(_format_source_error(exc)) from None
 
 
-_FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "gecko_config_file_data", default=None
-)
+def _config_path(
+    init_settings: PydanticBaseSettingsSource, env_settings: PydanticBaseSettingsSource
+) -> Path | None:
+    """The YAML file named by the ``config`` init value (flag) or ``GECKO_CONFIG``."""
+    value: Any = None
+    if isinstance(init_settings, InitSettingsSource):
+        value = init_settings.init_kwargs.get("config")
+    if value is None and isinstance(env_settings, EnvSettingsSource):
+        value = env_settings.env_vars.get(f"{ENV_PREFIX}config".lower())
+    return Path(value) if value else None
 
 
-class _MappingSource(PydanticBaseSettingsSource):
-    """Settings from an already-parsed YAML mapping."""
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Reject ``GECKO_*`` variables that name no setting (and are not in OTHER_ENV_VARS)."""
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    nested = {
+        f"{ENV_PREFIX}{name.upper()}"
+        for name, field in Settings.model_fields.items()
+        if _accepts_nested(field.annotation)
+    }
+    for key in sorted(environ):
+        upper = key.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in OTHER_ENV_VARS:
+            continue
+        top = upper.split("__", 1)[0]
+        if top in known and ("__" not in upper or top in nested):
+            continue
+        close = difflib.get_close_matches(top, sorted(known | OTHER_ENV_VARS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise SettingsError(f"{key}: unknown setting{hint}")
 
-    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
-        super().__init__(settings_cls)
-        self._data = data
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self._data.get(field_name), field_name, False
+def _accepts_nested(annotation: Any) -> bool:
+    """Whether a field takes ``GECKO_FIELD__SUB`` variables (a model or a mapping)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    if typing.get_origin(annotation) in (dict, Mapping):
+        return True
+    return any(_accepts_nested(arg) for arg in typing.get_args(annotation))
 
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._data)
 
-
-def _load_yaml(path: Path) -> dict[str, Any]:
+def read_bounded_text(path: Path, limit: int, what: str) -> str:
+    """A UTF-8 text file of at most ``limit`` bytes, or one SettingsError line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
     except OSError as exc:
-        raise SettingsError(f"config file {path}: cannot read ({exc.strerror})") from None
+        raise SettingsError(f"{what}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > limit:
+        raise SettingsError(f"{what}: larger than {limit // 1024} KiB")
     try:
-        data = yaml.safe_load(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{what}: not UTF-8 (invalid byte at offset {exc.start})") from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, rejecting duplicate keys; over-long integers stay text.
+
+    An integer of thousands of digits would raise inside PyYAML (Python's
+    int-conversion limit); kept as a string, the field's validation rejects it
+    and names the field.
+    """
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # unhashable: PyYAML reports it
+            continue
+        if duplicate:
+            shown = key if isinstance(key, str) and len(key) <= 64 else "…"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{shown}'", key_node.start_mark
+            )
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=True)
+
+
+_LONG_INTEGER = re.compile(r"[-+]?[0-9_]{100,}")
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    text = str(loader.construct_scalar(node))
+    if _LONG_INTEGER.fullmatch(text):
+        return text
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def load_yaml_file(path: Path) -> dict[str, Any]:
+    """The config file as a mapping of known top-level fields, or one SettingsError line."""
+    what = f"config file {path}"
+    text = read_bounded_text(path, MAX_CONFIG_BYTES, what)
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise SettingsError(f"config file {path}: {problem}{where}") from None
+        problem = str(getattr(exc, "problem", None) or "invalid YAML")
+        if not problem.startswith("duplicate key"):
+            # PyYAML quotes the offending text (e.g. an undefined alias): keep its kind only
+            problem = problem.split("'", 1)[0].split('"', 1)[0].strip() or "invalid YAML"
+        raise SettingsError(f"{what}: {problem}{where}") from None
+    except RecursionError:
+        raise SettingsError(f"{what}: nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise SettingsError(f"config file {path}: top level must be a mapping")
-    unknown = sorted(set(data) - set(Settings.model_fields))
-    if unknown:
-        raise SettingsError(f"config file {path}: unknown field {unknown[0]!r}")
+        raise SettingsError(f"{what}: top level must be a mapping")
+    for key in data:
+        if key == "config" or key not in Settings.model_fields:
+            shown = key if isinstance(key, str) and len(key) <= 64 else "…"
+            raise SettingsError(f"{what}: unknown field {shown!r}")
     return data
 
 
-def _format_validation_error(
-    exc: ValidationError, file_data: Mapping[str, Any], overrides: Mapping[str, Any] | None
-) -> str:
+class BoundedYamlSource(YamlConfigSettingsSource):
+    """pydantic-settings' YAML source with a size bound, strict UTF-8 and unique keys.
+
+    A named file must exist (the stock source skips missing files silently).
+    """
+
+    def _read_files(
+        self, files: ConfigFileSourceType | None, deep_merge: bool = False
+    ) -> dict[str, Any]:
+        del deep_merge
+        if files is None:
+            return {}
+        if not isinstance(files, str | Path):
+            raise SettingsError("config file: exactly one file is supported")
+        return load_yaml_file(Path(files))
+
+
+def _format_validation_error(exc: ValidationError, overrides: Mapping[str, Any]) -> str:
     err = exc.errors(include_url=False, include_input=False)[0]
     loc = ".".join(str(part) for part in err["loc"]) or "settings"
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
     top = str(err["loc"][0]) if err["loc"] else ""
-    env_top = f"{ENV_PREFIX}{top.upper()}"
+    env_name = _env_variable([str(part) for part in err["loc"]])
     if top and overrides and top in overrides:
         hint = " (from command line)"
-    elif top and any(k == env_top or k.startswith(env_top + "__") for k in os.environ):
-        hint = f" (from environment {env_top})"
-    elif top in file_data:
+    elif top and env_name:
+        hint = f" (from environment {env_name})"
+    elif top and (overrides.get("config") or os.environ.get(f"{ENV_PREFIX}CONFIG")):
         hint = " (from config file)"
     else:
         hint = ""
     return f"{loc}: {msg}{hint}"
+
+
+def _format_source_error(exc: SourceError) -> str:
+    """pydantic-settings' "error parsing value for field X from source Y" as our line."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    field = match.group(1) if match else "settings"
+    env_name = _env_variable(field.split("."))
+    if env_name is None:
+        return f"{field}: not valid JSON"
+    dotted = env_name[len(ENV_PREFIX) :].lower().replace("__", ".")
+    return (
+        f"{dotted}: not valid JSON (lists and mappings are written as JSON, "
+        f'e.g. ["a", "b"]) (from environment {env_name})'
+    )
+
+
+def _env_variable(loc: list[str]) -> str | None:
+    """The GECKO_* variable that set the field at ``loc`` (the most specific one)."""
+    if not loc:
+        return None
+    top = f"{ENV_PREFIX}{loc[0].upper()}"
+    full = "__".join([top, *(part.upper() for part in loc[1:])])
+    names = [k for k in os.environ if k.upper() == top or k.upper().startswith(top + "__")]
+    exact = [k for k in names if full == k.upper() or full.startswith(k.upper() + "__")]
+    best = sorted(exact or names, key=lambda k: (-len(k), k))
+    return best[0] if best else None
 
 
 def split_host_port(value: str) -> tuple[str, int]:

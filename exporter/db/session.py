@@ -50,7 +50,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from exporter.db.dsn import describe_target
+from exporter.db.dsn import describe_target, redact_secrets
 from exporter.errors import (
     DatabaseError,
     DatabaseUnavailable,
@@ -99,11 +99,8 @@ def _ms(seconds: float) -> int:
 
 
 def _scrub(message: str, secret: str | None) -> str:
-    """Drop a password that a driver message might echo (defence in depth)."""
-    text = " ".join(message.split())
-    if secret:
-        text = text.replace(secret, "****")
-    return text[:500]
+    """Drop a password (or any word of it) that a driver message might echo."""
+    return redact_secrets(message, [secret] if secret else [])[:500]
 
 
 def tcp_liveness_params(connect_timeout_seconds: float) -> dict[str, int]:

@@ -19,6 +19,16 @@ from collections.abc import Sequence
 from exporter.probes.base import LaneName, Row, Session
 from exporter.samples import Family, counter, gauge
 
+#: The indexes the app's hot queries rely on (schema reference §3-4), checked by name
+#: (the default of the ``critical_indexes`` setting).
+DEFAULT_CRITICAL_INDEXES = (
+    "Scan_dedupe_lookup_idx",
+    "Scan_recent_reports_idx",
+    "Evidence_scan_covering_idx",
+    "Issue_scan_covering_idx",
+    "Scan_slug_key",
+)
+
 SQL = """
 SELECT ic.relname::text AS index_name,
        t.relname::text AS table_name,

@@ -37,6 +37,10 @@ from exporter.samples import Family, gauge
 
 log = structlog.get_logger("exporter.probes.migrations")
 
+#: Prisma Migrate's advisory lock key (prisma-engines, apply_migrations); the default
+#: of the ``migrations.advisory_lock_key`` setting.
+PRISMA_MIGRATE_LOCK_KEY = 72707369
+
 CATALOG_SQL = """
 WITH db AS (SELECT oid FROM pg_database WHERE datname = current_database()),
 builds AS (

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from exporter.probes.indexes import IndexesProbe
+from exporter.probes.indexes import DEFAULT_CRITICAL_INDEXES, IndexesProbe
 from exporter.probes.migrations import MigrationsProbe
 from exporter.probes.plans import PlansProbe
 from exporter.probes.sampling import RecentScanSampler
-from exporter.settings import DEFAULT_CRITICAL_INDEXES
 from gecko_demo import admin
 from tests.health.conftest import HealthDb, build_health_db, probe_runner, series, value
 from tests.support.wait import wait_until

@@ -8,9 +8,8 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from exporter.probes.migrations import MigrationsProbe
+from exporter.probes.migrations import PRISMA_MIGRATE_LOCK_KEY, MigrationsProbe
 from exporter.samples import Family
-from exporter.settings import PRISMA_MIGRATE_LOCK_KEY
 from tests.health.conftest import HealthDb, probe_runner, series, value
 from tests.health.sessions import BackgroundStatement, background
 from tests.support.wait import wait_until

@@ -8,12 +8,12 @@ import pytest
 
 from exporter.errors import SettingsError
 from exporter.probes.bloat import BloatProbe
-from exporter.probes.indexes import IndexesProbe
+from exporter.probes.indexes import DEFAULT_CRITICAL_INDEXES, IndexesProbe
 from exporter.probes.migrations import MigrationsProbe
 from exporter.probes.registry import build_probes
 from exporter.probes.statements import StatementsProbe
 from exporter.probes.tables import TablesProbe
-from exporter.settings import DEFAULT_CRITICAL_INDEXES, PROBE_NAMES, Settings
+from exporter.settings import PROBE_NAMES, Settings
 
 DSN = "postgresql://mon:pw@db.example:5432/privacy"
 

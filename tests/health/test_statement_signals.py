@@ -8,10 +8,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from exporter.probes.bloat import BloatProbe
-from exporter.probes.indexes import IndexesProbe
+from exporter.probes.indexes import DEFAULT_CRITICAL_INDEXES, IndexesProbe
 from exporter.probes.statements import StatementsProbe
 from exporter.probes.tables import TablesProbe
-from exporter.settings import DEFAULT_CRITICAL_INDEXES
 from tests.conftest import GeckoDatabase
 from tests.health.conftest import MONITOR_ROLE, HealthDb, probe_runner, series, value
 

@@ -53,7 +53,7 @@ def test_check_config_masks_secret(tmp_path: Path) -> None:
               env={"GECKO_DATABASE_URL": DSN})  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "hunter2" not in res.stdout
-    assert "mon:****@" in res.stdout
+    assert "user=mon password=****" in res.stdout
     assert '"listen_address": "127.0.0.1:9999"' in res.stdout
     assert '"size": 9' in res.stdout
 

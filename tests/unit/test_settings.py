@@ -109,7 +109,9 @@ def test_dsn_sources_and_masking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert s.dsn() == DSN
     masked = s.masked()
     assert "s3cret-pw" not in str(masked)
-    assert masked["database_url"] == "postgresql://mon:****@db.example:5432/privacy"
+    assert (
+        masked["database_url"] == "user=mon password=**** dbname=privacy host=db.example port=5432"
+    )
     assert "s3cret-pw" not in repr(s)
     secret = tmp_path / "dsn"
     secret.write_text(DSN + "\n")
