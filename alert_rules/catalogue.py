@@ -200,12 +200,13 @@ def alerts(job: str = DEFAULT_JOB) -> list[Alert]:
             )
             """,
             "slowQueryFor",
-            "A query on the Gecko database is running too long.",
+            "An application query on the Gecko database is running too long.",
             """
-            A query on {{ $labels.instance }} has run for at least
-            {{ $value | humanizeDuration }}
+            An application query in the monitored database on {{ $labels.instance }} has run
+            for at least {{ $value | humanizeDuration }}
             (threshold {{ <<slowQuerySeconds>> | humanizeDuration }};
             includes queries seen slow in the last <<slowQueryRecentWindow>>).
+            Index builds, VACUUM, ANALYZE and backups are not counted here.
             """,
         ),
         _alert(
@@ -213,12 +214,39 @@ def alerts(job: str = DEFAULT_JOB) -> list[Alert]:
             "critical",
             "gecko_longest_active_query_seconds > <<slowQueryCriticalSeconds>>",
             "slowQueryCriticalFor",
-            "A query on the Gecko database is running too long.",
+            "An application query on the Gecko database is running too long.",
             """
-            A query on {{ $labels.instance }} has been running for
-            {{ $value | humanizeDuration }}
+            An application query in the monitored database on {{ $labels.instance }} has been
+            running for {{ $value | humanizeDuration }}
             (critical threshold {{ <<slowQueryCriticalSeconds>> | humanizeDuration }}):
             it holds back vacuum and may block other sessions.
+            """,
+        ),
+        _alert(
+            "GeckoLongIndexBuild",
+            "warning",
+            'gecko_maintenance_longest_seconds{kind=~"index_build|reindex"}'
+            " > <<indexBuildSeconds>>",
+            "indexBuildFor",
+            "An index build on the Gecko database is taking long.",
+            """
+            An index build ({{ $labels.kind }}) on {{ $labels.instance }} has run for
+            {{ $value | humanizeDuration }}
+            (threshold {{ <<indexBuildSeconds>> | humanizeDuration }}): the migration that
+            started it is slow or waiting; this is not an application query.
+            """,
+        ),
+        _alert(
+            "GeckoLongBackup",
+            "warning",
+            'gecko_maintenance_longest_seconds{kind="backup"} > <<backupSeconds>>',
+            "backupFor",
+            "A backup of the Gecko database is taking long.",
+            """
+            A backup session on {{ $labels.instance }} has held its transaction for
+            {{ $value | humanizeDuration }}
+            (threshold {{ <<backupSeconds>> | humanizeDuration }}): its snapshot keeps vacuum
+            from removing dead rows on every table.
             """,
         ),
         _alert(
