@@ -51,6 +51,13 @@ class ExporterApp:
             for probe in build_probes(settings)
             if cadence[probe.name].enabled
         ]
+        # a lane's connection attempt ends within its fastest probe's interval, so the lane is
+        # back within two intervals after a partition heals (issue 9, item 3)
+        attempt_bounds: dict[str, float] = {}
+        for sp in self.scheduled:
+            bound = 0.8 * sp.settings.interval_seconds
+            attempt_bounds[sp.probe.lane] = min(attempt_bounds.get(sp.probe.lane, bound), bound)
+        self.db.bound_connect_attempts(attempt_bounds)
         self.scheduler = Scheduler(self.db, self.store, self.scheduled)
         self.collector = StoreCollector(
             self.store, self.db.health, up_stale_seconds=settings.up_stale_seconds
