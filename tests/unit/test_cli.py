@@ -61,3 +61,43 @@ def test_check_config_masks_secret(tmp_path: Path) -> None:
 def test_version() -> None:
     res = run("--version")
     assert res.returncode == 0 and res.stdout.startswith("gecko-exporter ")
+
+
+SECRET_DSN = "postgresql://mon:Hunter2-Stray-Secret@127.0.0.1:1/privacy"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        # not an abbreviation of --database-url-file: rejected, the DSN not echoed
+        (["run", "--database-url", SECRET_DSN], "unrecognized arguments: --database-url"),
+        (["check-config", f"--database-url={SECRET_DSN}"], "--database-url"),
+        (["run", SECRET_DSN], "1 positional argument (not shown)"),
+        ([SECRET_DSN], "invalid choice"),
+        (["run", "--log-format", SECRET_DSN], "--log-format: invalid choice"),
+        (["run", "--slow-query-threshold", SECRET_DSN], "--slow-query-threshold"),
+        (["demo", "--scans", SECRET_DSN], "--scans: invalid int value"),
+        (["run", f"-h{SECRET_DSN}"], "ignored explicit argument"),
+        (["run", "--config"], "expected one argument"),
+    ],
+)
+def test_argument_errors_never_echo_values(args: list[str], needle: str) -> None:
+    res = run(*args)
+    assert res.returncode == 2, res
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert needle in lines[0]
+    assert "Hunter2" not in res.stderr + res.stdout
+    assert "Stray" not in res.stderr + res.stdout
+
+
+def test_no_abbreviations(tmp_path: Path) -> None:
+    """--database-url-f would have been taken for --database-url-file."""
+    secret = tmp_path / "dsn"
+    secret.write_text(DSN)
+    res = run("check-config", "--database-url-f", str(secret))
+    assert res.returncode == 2
+    assert "unrecognized arguments: --database-url-f" in res.stderr
+    res = run("check-config", "--listen", "127.0.0.1:1", env={"GECKO_DATABASE_URL": DSN})
+    assert res.returncode == 2
+    assert "unrecognized arguments: --listen" in res.stderr
