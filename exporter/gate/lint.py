@@ -484,29 +484,34 @@ def _on_new_tables(st: Statement, created: set[str]) -> bool:
 
 
 def lint(migrations: Sequence[Migration], options: LintOptions | None = None) -> LintResult:
+    """Lint ``migrations`` (a path named twice is linted once); findings in migration order."""
     options = options or LintOptions()
     prisma = parse_prisma_version(options.prisma_version)
-    modes = {id(m): file_mode(m, prisma) for m in migrations}
     unique = list({m.path: m for m in migrations}.values())
-    whole = [m.path for m in unique if not modes[id(m)].split]
-    split = [m.path for m in unique if modes[id(m)].split]
-    raw: list[dict[str, Any]] = run_squawk(whole, in_transaction=True, options=options)
-    raw += run_squawk(split, in_transaction=False, options=options)
-    by_file: dict[str, list[dict[str, Any]]] = {}
+    split = {m.path for m in unique if file_mode(m, prisma).split}
+    whole_files = [m.path for m in unique if m.path not in split]
+    split_files = [m.path for m in unique if m.path in split]
+    raw = run_squawk(whole_files, in_transaction=True, options=options)
+    raw += run_squawk(split_files, in_transaction=False, options=options)
+    by_file: dict[str, list[dict[str, Any]]] = {str(m.path): [] for m in unique}
     for d in raw:
-        by_file.setdefault(str(d.get("file", "")), []).append(d)
+        name = str(d.get("file", ""))
+        if name not in by_file:  # never drop a finding silently
+            raise LintToolError(f"squawk: finding for a file it was not given: {name!r}")
+        by_file[name].append(d)
 
-    for m in migrations:  # a rollback file must at least be valid SQL
+    for m in unique:  # a rollback file must at least be valid SQL
         if m.rollback is not None:
             parse_sql(read_sql(m.rollback), m.rollback)
-    result = LintResult(migrations=list(migrations))
-    for m in migrations:
+    result = LintResult(migrations=unique)
+    for m in unique:
         created: set[str] = set()
         created_before: dict[tuple[int, int], set[str]] = {}
         for st in m.statements:
             created_before[st.line, st.column] = set(created)
             created.update(st.creates)
-        findings = gecko_findings(m, prisma) + squawk_findings(m, by_file.get(str(m.path), []))
+        findings = gecko_findings(m, prisma) + squawk_findings(m, by_file[str(m.path)])
+        kept: list[Finding] = []
         for f in findings:
             target = _statement_for(m, f)
             if f.rule in options.ignore or f.rule in _ignored_rules(m, target):
@@ -515,8 +520,9 @@ def lint(migrations: Sequence[Migration], options: LintOptions | None = None) ->
                 target, created_before[target.line, target.column]
             ):
                 continue
-            result.findings.append(f)
-    result.findings.sort(key=lambda f: (str(f.file), f.line, f.column, _sev_rank(f), f.rule))
+            kept.append(f)
+        kept.sort(key=lambda f: (f.line, f.column, _sev_rank(f), f.rule))
+        result.findings.extend(kept)
     return result
 
 

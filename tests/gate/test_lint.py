@@ -388,3 +388,29 @@ def test_bad_pg_version_for_squawk_is_bad_input(
     err = capsys.readouterr().err
     assert err.startswith("gecko-exporter lint: error: squawk: exit code")
     assert err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- order and duplicates
+
+
+def test_findings_follow_the_order_of_the_paths_and_a_path_counts_once(repo: Repo) -> None:
+    first = repo.add(LOCKED + 'ALTER TABLE "Scan" RENAME COLUMN "a" TO "b";\n', name="first")
+    second = repo.add(LOCKED + 'ALTER TABLE "Scan" RENAME COLUMN "c" TO "d";\n', name="second")
+    r = run(second, first, second / "migration.sql")
+    assert [m.name for m in r.migrations] == [second.name, first.name]
+    assert [f.migration for f in found(r, "renaming-column")] == [second.name, first.name]
+
+
+def test_a_squawk_finding_for_an_unknown_file_is_never_dropped(repo: Repo, tmp_path: Path) -> None:
+    """Findings are matched to files by name: a mismatch must fail loudly, not pass."""
+    fake = tmp_path / "squawk"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'echo \'[{"file": "elsewhere.sql", "line": 0, "column": 0, "level": "Warning",'
+        ' "message": "m", "help": null, "rule_name": "renaming-column"}]\'\n'
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    migrations = load_migrations([repo.add(LOCKED)])
+    with pytest.raises(LintToolError, match="finding for a file it was not given: 'elsewhere.sql'"):
+        lint(migrations, LintOptions(squawk=str(fake)))
