@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from exporter.server import HttpServer, Limits, make_app
+from exporter.server import HttpServer, Limits, Request, Response, make_app
 from tests.http.conftest import ServeFactory
 from tests.support.wait import wait_until
 
@@ -296,4 +296,58 @@ def test_failing_collector_is_a_500_and_the_server_goes_on(serve: ServeFactory) 
         assert get(server.port, "/metrics")[0] == 500
         assert get(server.port, "/healthz")[0] == 200
     finally:
+        server.stop()
+
+
+def test_a_client_that_never_reads_is_cut_off_at_the_write_timeout(
+    sockets: list[socket.socket],
+) -> None:
+    big = b"x" * (64 << 20)  # far more than the socket buffers hold
+
+    def app(req: Request) -> Response:
+        return Response(
+            200, [("Content-Type", "text/plain")], big if req.path == "/big" else b"ok\n"
+        )
+
+    server = HttpServer("127.0.0.1", 0, app, limits=Limits(workers=1, write_timeout=0.5))
+    server.start()
+    try:
+        stuck = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sockets.append(stuck)
+        stuck.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+        # the only worker is freed by the write deadline: the next request is answered
+        started = time.monotonic()
+        assert get(server.port, "/small")[::2] == (200, b"ok\n")
+        assert time.monotonic() - started < 4
+        wait_until(lambda: server.open_connections == 0, timeout=5, message="stuck one closed")
+    finally:
+        server.stop()
+
+
+def test_when_every_connection_is_busy_a_new_one_gets_503(sockets: list[socket.socket]) -> None:
+    release = threading.Event()
+
+    def app(req: Request) -> Response:
+        if req.path == "/slow":
+            release.wait(10)
+        return Response(200, [("Content-Type", "text/plain")], b"done\n")
+
+    server = HttpServer("127.0.0.1", 0, app, limits=Limits(workers=1, max_connections=2))
+    server.start()
+    try:
+        for _ in range(2):  # one in the worker, one queued for it: both have a request in progress
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            sockets.append(sock)
+        wait_until(lambda: server.open_connections == 2, timeout=5, message="two busy")
+        status, headers, _ = get(server.port, "/healthz")
+        assert status == 503
+        assert headers["retry-after"] == "1"
+        release.set()
+        for sock in sockets:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK")
+        assert get(server.port, "/healthz")[0] == 200
+    finally:
+        release.set()
         server.stop()
