@@ -7,6 +7,7 @@ database is a state, not a crash).
 from __future__ import annotations
 
 import base64
+import gzip
 import http.client
 import json
 import os
@@ -153,6 +154,14 @@ def test_running_exporter_serves_https_with_basic_auth(
         status, body = exporter.get("/metrics")
         assert status == 200
         assert "gecko_up 0.0" in body  # the database is down: a state, not a crash
+        for _ in range(2):  # rendered, then from the exposition cache
+            req = urllib.request.Request(
+                exporter.url + "/metrics",
+                headers={"Authorization": exporter.auth, "Accept-Encoding": "gzip"},
+            )
+            with urllib.request.urlopen(req, timeout=5, context=exporter.ctx) as resp:
+                assert resp.headers["Content-Encoding"] == "gzip"
+                assert b"gecko_up 0.0" in gzip.decompress(resp.read())
         exporter.auth = "Basic " + base64.b64encode(b"prometheus:wrong").decode()
         assert exporter.get("/metrics")[0] == 401
         assert exporter.get("/healthz")[0] == 200
