@@ -473,6 +473,27 @@ def _migrations_panels() -> list[PanelBuilder]:
                 min=0,
             )
         ),
+        timeseries(
+            Common(
+                title="Maintenance and backups running",
+                description=(
+                    "How long the longest maintenance work of each kind has run: index builds, "
+                    "reindexes, VACUUM, ANALYZE, CLUSTER (the statement), backups and configured "
+                    "maintenance sessions (their transaction). These are not slow queries: they "
+                    "never raise the overview's longest query. Bad: an index build past 30 m "
+                    "(GeckoLongIndexBuild) or a backup past 4 h (GeckoLongBackup)."
+                ),
+                queries=[
+                    Query(
+                        f"max by (kind) ({sel('gecko_maintenance_longest_seconds')})",
+                        legend="{{kind}}",
+                    )
+                ],
+                runbooks=["GeckoLongIndexBuild", "GeckoLongBackup"],
+                unit="s",
+                min=0,
+            )
+        ),
     ]
 
 

@@ -43,6 +43,8 @@ ALERT_NAMES: tuple[str, ...] = (
     "GeckoQueryPlanRegression",
     "GeckoMigrationFailed",
     "GeckoLockQueueBehindDDL",
+    "GeckoLongIndexBuild",
+    "GeckoLongBackup",
 )
 
 DATASOURCE = dashboard_model.DataSourceRef(type_val="prometheus", uid="${datasource}")
