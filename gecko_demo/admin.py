@@ -279,23 +279,25 @@ def wait_for_server(dsn: str, *, timeout: float = 30.0, interval: float = 0.1) -
 def dsn_replace(dsn: str, **params: str | None) -> str:
     """The DSN with some libpq parameters replaced (``None`` removes one).
 
-    URIs stay URIs; ``dbname``, ``user`` and ``password`` are the usual keys.
+    psycopg's conninfo helpers do the work: :func:`make_conninfo` merges the new
+    values into what libpq reads from ``dsn`` and :func:`conninfo_to_dict`
+    parses the result. URIs stay URIs (the test suite and the demo banner print
+    and split them) when the URI built from the merged parameters parses back
+    to exactly those parameters; otherwise the result is key=value.
     """
-    if "://" not in dsn:
-        merged: dict[str, Any] = dict(conninfo_to_dict(dsn))
-        for key, value in params.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        return make_conninfo(**merged)
-    parts = conninfo_to_dict(dsn)
+    merged = conninfo_to_dict(make_conninfo(dsn, **params))
     for key, value in params.items():
         if value is None:
-            parts.pop(key, None)
-        else:
-            parts[key] = value
-    scheme = urlsplit(dsn).scheme
+            merged.pop(key, None)
+    if "://" in dsn:
+        uri = _uri(urlsplit(dsn).scheme, dict(merged))
+        if conninfo_to_dict(uri) == merged:
+            return uri
+    return make_conninfo(**merged)
+
+
+def _uri(scheme: str, parts: dict[str, Any]) -> str:
+    """A libpq URI of the parameters (user info, host, port and dbname percent-encoded)."""
     host = str(parts.pop("host", "") or "")
     port = str(parts.pop("port", "") or "")
     user = parts.pop("user", None)
@@ -307,7 +309,9 @@ def dsn_replace(dsn: str, **params: str | None) -> str:
         if password:
             auth += ":" + quote(str(password), safe="")
         auth += "@"
-    netloc = auth + (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    netloc = (
+        auth + (f"[{host}]" if ":" in host else quote(host, safe="")) + (f":{port}" if port else "")
+    )
     path = "/" + quote(str(dbname), safe="") if dbname else ""
     query = urlencode({k: str(v) for k, v in parts.items() if v is not None})
     return urlunsplit((scheme, netloc, path, query, ""))

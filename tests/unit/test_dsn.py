@@ -205,3 +205,22 @@ def test_raw_passwords_never_shown(body: str) -> None:
             outputs.append(str(exc))
         for shown in outputs:
             assert password not in shown
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    user=_printable,
+    password=_printable,
+    dbname=_printable,
+    base=st.sampled_from(
+        ["postgresql://postgres:x@127.0.0.1:6543/postgres?sslmode=disable", "host=h port=5 user=x"]
+    ),
+)
+def test_dsn_replace_is_what_libpq_reads(user: str, password: str, dbname: str, base: str) -> None:
+    from gecko_demo.admin import dsn_replace, dsn_without_password  # noqa: PLC0415
+
+    out = dsn_replace(base, user=user, password=password, dbname=dbname)
+    expected = {**conninfo_to_dict(base), "user": user, "password": password, "dbname": dbname}
+    assert conninfo_to_dict(out) == expected
+    assert out.startswith("postgresql://") == base.startswith("postgresql://")
+    assert "password" not in conninfo_to_dict(dsn_without_password(out))

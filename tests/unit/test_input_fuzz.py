@@ -7,55 +7,25 @@ the same end to end.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from exporter import cli
 from exporter.settings import Settings
+from tests.support.inprocess import Outcome, run_inprocess
 from tests.support.wait import free_port
 
 DSN = "postgresql://mon:fuzz-secret-pw@127.0.0.1:1/privacy"
 NOT_UTF8 = b"listen_address: \xff\xfe\xfa\x80 \xc3\x28\n"
-
-
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-
-@contextlib.contextmanager
-def _environment(env: Mapping[str, str]) -> Iterator[None]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("GECKO_")}
-    clean.update(env)
-    with mock.patch.dict(os.environ, clean, clear=True):
-        yield
-
-
-def run_inprocess(argv: Sequence[str], env: Mapping[str, str]) -> Outcome:
-    """``gecko-exporter ARGV`` in this process; any exception but SystemExit fails the test."""
-    out, err = io.StringIO(), io.StringIO()
-    with _environment(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return Outcome(code, out.getvalue(), err.getvalue())
 
 
 def run_subprocess(argv: Sequence[str], env: Mapping[str, str]) -> Outcome:
@@ -182,9 +152,19 @@ _documents = st.dictionaries(
     st.sampled_from(FIELDS) | st.text(max_size=8), _values, max_size=4
 ).map(lambda d: yaml.safe_dump(d, allow_unicode=True))
 _raw_yaml = st.text(max_size=80) | st.sampled_from(
-    ["a: [\n", "!!python/object:os.system x", "x: &a [*a]", "- 1\n", "a: 1\na: 2\n", "{", "\t",
-     f"bloat: {{pgstattuple_max_table_bytes: {'9' * 5000}}}\n", f"{'9' * 5000}: 1\n",
-     f"probes: {{{'9' * 5000}: {{}}}}\n", "[" * 5000]  # fmt: skip
+    [
+        "a: [\n",
+        "!!python/object:os.system x",
+        "x: &a [*a]",
+        "- 1\n",
+        "a: 1\na: 2\n",
+        "{",
+        "\t",
+        f"bloat: {{pgstattuple_max_table_bytes: {'9' * 5000}}}\n",
+        f"{'9' * 5000}: 1\n",
+        f"probes: {{{'9' * 5000}: {{}}}}\n",
+        "[" * 5000,
+    ]  # fmt: skip
 )
 _env_names = st.sampled_from(
     [f"GECKO_{f.upper()}" for f in FIELDS]
