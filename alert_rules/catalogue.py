@@ -292,6 +292,26 @@ def alerts(job: str = DEFAULT_JOB) -> list[Alert]:
             """,
         ),
         _alert(
+            "GeckoProbeStalled",
+            "warning",
+            """
+            (
+              timestamp(gecko_probe_last_run_timestamp_seconds)
+              - gecko_probe_last_run_timestamp_seconds
+            )
+            > on (job, instance, probe)
+            clamp_min(3 * gecko_probe_interval_seconds, <<probeStalledMinSeconds>>)
+            """,
+            "probeStalledFor",
+            "A gecko-exporter probe has stopped running.",
+            """
+            Probe {{ $labels.probe }} on {{ $labels.instance }} has not completed a run for
+            {{ $value | humanizeDuration }} (more than 3 times its interval, and at least
+            {{ <<probeStalledMinSeconds>> | humanizeDuration }}): its loop in the exporter is
+            stuck or dead, and its metrics are stale.
+            """,
+        ),
+        _alert(
             "GeckoCriticalIndexMissing",
             "critical",
             "gecko_index_present == 0",

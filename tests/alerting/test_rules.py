@@ -28,6 +28,7 @@ CONTRACT_ALERTS = {
     "GeckoExporterDown",
     "GeckoDatabaseDown",
     "GeckoProbeFailing",
+    "GeckoProbeStalled",
     "GeckoCriticalIndexMissing",
     "GeckoInvalidIndex",
     "GeckoQueryPlanRegression",
