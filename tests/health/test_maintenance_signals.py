@@ -22,6 +22,7 @@ from exporter.samples import Family
 from gecko_demo import admin
 from tests.health.conftest import EXPORTER_APP, HealthDb, ProbeRunner, probe_runner, value
 from tests.health.sessions import background
+from tests.support.exporter_proc import ExporterProcess
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -202,3 +203,31 @@ def test_configured_role_and_application_name_are_maintenance(health_db: HealthD
             # without configuration the same session is an application query
             fams = poll(runner, plain, lambda f: value(f, HEADLINE[1]) == 1, "headline")
             assert longest(fams, "other") == 0
+
+
+def test_daemon_takes_the_maintenance_settings_from_its_config_file(health_db: HealthDb) -> None:
+    """The real exporter: a configured ETL application and a pg_dump-named session are
+    maintenance (kind other / backup), logged once as maintenance_running; the headline stays 0."""
+    config = {
+        "slow_query_threshold_seconds": THRESHOLD,
+        "maintenance": {"application_names": ["nightly-etl"]},
+    }
+    with (
+        ExporterProcess(health_db.monitor_dsn, config=config) as exp,
+        background(health_db.admin_dsn, "SELECT pg_sleep(4)", application_name="nightly-etl",
+                   autocommit=True),
+        background(health_db.admin_dsn, "SELECT pg_sleep(4)", application_name="pg_dump",
+                   autocommit=True),
+    ):  # fmt: skip
+        exp.wait_ready()
+        for kind in ("other", "backup"):
+            exp.wait_value(
+                "gecko_maintenance_longest_seconds",
+                lambda v: v > THRESHOLD,
+                timeout=15,
+                labels={"kind": kind},
+            )
+        assert exp.value("gecko_longest_active_query_seconds") == 0
+        assert exp.value("gecko_slow_queries_total") == 0
+        logged = {e.get("kind") for e in exp.events() if e.get("event") == "maintenance_running"}
+        assert logged == {"other", "backup"}
