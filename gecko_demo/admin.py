@@ -293,7 +293,7 @@ def dsn_replace(dsn: str, **params: str | None) -> str:
         uri = _uri(urlsplit(dsn).scheme, dict(merged))
         if conninfo_to_dict(uri) == merged:
             return uri
-    return make_conninfo(**merged)
+    return make_conninfo("", **merged)
 
 
 def _uri(scheme: str, parts: dict[str, Any]) -> str:

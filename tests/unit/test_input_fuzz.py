@@ -109,8 +109,16 @@ def test_each_bad_input_is_one_line_exit_2(
 
 @pytest.mark.parametrize(
     ("kind", "payload", "needle"),
-    [BAD_INPUTS[0], BAD_INPUTS[3], BAD_INPUTS[6], BAD_INPUTS[13], BAD_INPUTS[14]],
-    ids=["yaml-probe", "env-json", "not-utf8", "dev-zero-config", "dev-zero-dsn"],
+    [BAD_INPUTS[i] for i in (0, 3, 6, 12, 13, 14, 15)],
+    ids=[
+        "yaml-probe",
+        "env-json",
+        "not-utf8",
+        "dev-zero-config",
+        "dev-zero-dsn",
+        "sslmode",
+        "port",
+    ],
 )
 @pytest.mark.parametrize("command", ["check-config", "run"])
 def test_bad_input_end_to_end(
