@@ -497,7 +497,7 @@ def check_environment(environ: Mapping[str, str]) -> None:
         top = upper.split("__", 1)[0]
         if top in known and ("__" not in upper or top in nested):
             continue
-        close = difflib.get_close_matches(top, sorted(known | OTHER_ENV_VARS), n=1)
+        close = difflib.get_close_matches(top, sorted(known | OTHER_ENV_VARS), n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise SettingsError(f"{key}: unknown setting{hint}")
 
