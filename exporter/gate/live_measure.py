@@ -21,7 +21,7 @@ from typing import Any
 from exporter.errors import ExporterError
 from exporter.probes.base import Session
 from exporter.probes.latency import ReportProbe, ScanLookupProbe
-from exporter.probes.plans import PlansProbe, fingerprint, shape_text, uses_index
+from exporter.probes.plans import PlansProbe, Shape, fingerprint, shape_text, uses_index
 from exporter.probes.sampling import RecentScanSampler
 from exporter.samples import Family
 from exporter.settings import Settings
@@ -46,6 +46,9 @@ class PlanResult:
     uses_index: bool
     fingerprint: str
     shape: str
+    #: indexes the plan reads, and relations it reads with a sequential scan
+    indexes: tuple[str, ...] = ()
+    seq_scans: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,7 +58,26 @@ class PlanResult:
             "uses_index": self.uses_index,
             "fingerprint": self.fingerprint,
             "shape": self.shape,
+            "indexes": list(self.indexes),
+            "seq_scans": list(self.seq_scans),
         }
+
+
+def plan_access(shape: Shape) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Index names and sequentially scanned relations of a plan shape (pure)."""
+    indexes: dict[str, None] = {}
+    seq: dict[str, None] = {}
+
+    def walk(node: Shape) -> None:
+        if "Index Name" in node:
+            indexes.setdefault(str(node["Index Name"]), None)
+        if node.get("Node Type") == "Seq Scan" and "Relation Name" in node:
+            seq.setdefault(str(node["Relation Name"]), None)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(shape)
+    return tuple(indexes), tuple(seq)
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,7 @@ async def measure_plans(session: Session, settings: Settings) -> list[PlanResult
             if found is None:  # pragma: no cover - collect() explains every pair or raises
                 continue
             digest, shape = found
+            indexes, seq_scans = plan_access(shape)
             results.append(
                 PlanResult(
                     query.name,
@@ -132,6 +155,8 @@ async def measure_plans(session: Session, settings: Settings) -> list[PlanResult
                     uses_index(shape, query.index),
                     digest or fingerprint(shape),
                     shape_text(shape),
+                    indexes,
+                    seq_scans,
                 )
             )
     return results
@@ -206,6 +231,8 @@ def parse_baseline(path: Path, data: Any) -> Baseline:
                 bool(p["uses_index"]),
                 str(p["fingerprint"]),
                 str(p["shape"]),
+                tuple(str(i) for i in p.get("indexes", ())),
+                tuple(str(r) for r in p.get("seq_scans", ())),
             )
             for p in data["plans"]
         }
