@@ -108,7 +108,12 @@ Identifier = Annotated[str, Field(min_length=1, max_length=63)]
 
 
 class PoolSettings(BaseModel):
-    """An application connection pool, recognised by application_name and/or user."""
+    """An application connection pool, recognised by application_name and/or user.
+
+    ``size`` is one process's pool. An ``application_name`` ending in ``*`` is a
+    prefix: each distinct matched application_name is one instance (process) of the
+    pool; without ``*`` each distinct client address is one (docs: README).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -116,6 +121,13 @@ class PoolSettings(BaseModel):
     application_name: str | None = None
     usename: str | None = None
     size: Annotated[int, Field(gt=0, le=100000)]
+
+    @field_validator("application_name")
+    @classmethod
+    def _prefix_star_last(cls, value: str | None) -> str | None:
+        if value is not None and "*" in value[:-1]:
+            raise ValueError("'*' is allowed only at the end (a prefix match)")
+        return value
 
     @model_validator(mode="after")
     def _needs_matcher(self) -> PoolSettings:

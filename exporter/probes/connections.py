@@ -7,6 +7,14 @@ superuser_reserved_connections and, on PostgreSQL 16+, reserved_connections).
 Application pools (Prisma ``connection_limit``): a connection is *in use* while
 it is not idle (running a query or holding a transaction); idle connections are
 free slots of the pool.
+
+A pool's ``size`` is one process's pool (a PrismaClient in one process), so
+connections are grouped into *instances* of the pool: with an ``application_name``
+ending in ``*`` (a prefix match) each distinct matched application_name is one
+instance; otherwise each distinct ``client_addr`` is one (every Unix-socket
+connection shares the empty address). The pool's ratio is its busiest instance's
+in-use / size, so one saturated process is not diluted by idle ones and three
+processes at 3 of 4 read 0.75, not 2.25. No label names an instance.
 """
 
 from __future__ import annotations
@@ -27,10 +35,11 @@ SELECT current_setting('max_connections')::int AS max_connections,
             SELECT COALESCE(state, 'unknown') AS state,
                    COALESCE(application_name, '') AS application_name,
                    COALESCE(usename::text, '') AS usename,
+                   COALESCE(host(client_addr), '') AS client_addr,
                    count(*)::int AS n
             FROM pg_stat_activity
             WHERE backend_type = 'client backend'
-            GROUP BY 1, 2, 3) g) AS groups
+            GROUP BY 1, 2, 3, 4) g) AS groups
 """
 
 STATES = {
@@ -50,15 +59,30 @@ def normalize_state(state: str) -> str:
 
 @dataclass(frozen=True)
 class PoolMatcher:
+    """A configured application pool; ``application_name`` ending in ``*`` is a prefix."""
+
     name: str
     size: int
     application_name: str | None = None
     usename: str | None = None
 
+    @property
+    def prefix(self) -> str | None:
+        """The application_name prefix when the pattern ends in ``*`` (else None)."""
+        name = self.application_name
+        return name[:-1] if name is not None and name.endswith("*") else None
+
     def matches(self, application_name: str, usename: str) -> bool:
-        return (self.application_name is None or self.application_name == application_name) and (
-            self.usename is None or self.usename == usename
-        )
+        prefix = self.prefix
+        if prefix is not None:
+            name_ok = application_name.startswith(prefix)
+        else:
+            name_ok = self.application_name is None or self.application_name == application_name
+        return name_ok and (self.usename is None or self.usename == usename)
+
+    def instance(self, application_name: str, client_addr: str) -> str:
+        """Which instance (process) of the pool a matched connection belongs to."""
+        return application_name if self.prefix is not None else client_addr
 
 
 def parse(row: Row, pools: Sequence[PoolMatcher]) -> list[Family]:
@@ -68,19 +92,26 @@ def parse(row: Row, pools: Sequence[PoolMatcher]) -> list[Family]:
     )
     by_state: Counter[str] = Counter()
     pool_states: dict[str, Counter[str]] = {p.name: Counter() for p in pools}
+    #: pool -> instance -> connections in use (every matched instance, idle ones at 0)
+    instances: dict[str, Counter[str]] = {p.name: Counter() for p in pools}
     for group in row["groups"] or []:
         state = normalize_state(str(group["state"]))
         n = int(group["n"])
         by_state[state] += n
+        app = str(group["application_name"])
         for pool in pools:
-            if pool.matches(str(group["application_name"]), str(group["usename"])):
+            if pool.matches(app, str(group["usename"])):
                 pool_states[pool.name][state] += n
+                key = pool.instance(app, str(group.get("client_addr") or ""))
+                instances[pool.name][key] += 0 if state == "idle" else n
 
     in_use = {"server": float(sum(by_state.values()))}
+    busiest = dict(in_use)
     size = {"server": float(usable)}
     for pool in pools:
-        states = pool_states[pool.name]
-        in_use[pool.name] = float(sum(n for s, n in states.items() if s != "idle"))
+        per_instance = instances[pool.name]
+        in_use[pool.name] = float(sum(per_instance.values()))
+        busiest[pool.name] = float(max(per_instance.values(), default=0))
         size[pool.name] = float(pool.size)
 
     every_state = dict.fromkeys((*STATES.values(), "unknown"), 0.0)
@@ -88,21 +119,29 @@ def parse(row: Row, pools: Sequence[PoolMatcher]) -> list[Family]:
         gauge(
             "gecko_connection_pool_utilization_ratio",
             "Connections in use / usable pool size, 0-1. pool=server counts every "
-            "client backend against max_connections minus reserved slots.",
+            "client backend against max_connections minus reserved slots; an application "
+            "pool reads its busiest instance (process).",
             labelnames=("pool",),
-            values={(name,): min(in_use[name] / size[name], 1e6) for name in in_use},
+            values={(name,): min(busiest[name] / size[name], 1e6) for name in busiest},
         ),
         gauge(
             "gecko_connection_pool_connections_in_use",
-            "Connections in use, numerator of the utilization ratio.",
+            "Connections in use, summed over every instance of the pool.",
             labelnames=("pool",),
             values={(name,): v for name, v in in_use.items()},
         ),
         gauge(
             "gecko_connection_pool_size",
-            "Connections usable by the pool, denominator of the utilization ratio.",
+            "Connections usable by one instance of the pool, denominator of the utilization ratio.",
             labelnames=("pool",),
             values={(name,): v for name, v in size.items()},
+        ),
+        gauge(
+            "gecko_connection_pool_instances",
+            "Instances (processes) of an application pool with at least one connection: "
+            "distinct application_names for a prefix pattern, else distinct client addresses.",
+            labelnames=("pool",),
+            values={(p.name,): float(len(instances[p.name])) for p in pools},
         ),
         gauge(
             "gecko_connections",
