@@ -276,8 +276,13 @@ class Scheduler:
             if not exc.reached:
                 self.db.health.unreachable()
             if isinstance(exc, StatementTimeout | LockTimeout) and run.acquired_at is not None:
-                # the server gave up on it: it counts at the time it was abandoned
-                self._observe_abandoned(sp, time.perf_counter() - run.acquired_at)
+                # the server gave up on it: it counts at the time it was abandoned; a lock
+                # refused at the exporter's short lock_timeout counts at the probe's deadline,
+                # since the app's statement (no lock_timeout) would still be queued behind it
+                elapsed = time.perf_counter() - run.acquired_at
+                if isinstance(exc, LockTimeout):
+                    elapsed = max(elapsed, sp.settings.timeout_seconds)
+                self._observe_abandoned(sp, elapsed)
             self._record_failure(sp, exc.reason, time.perf_counter() - run.started, str(exc))
             return
         if run.timed_out:  # finished after its deadline: counted as a timeout already
