@@ -34,7 +34,8 @@ an application table (so it never queues behind a migration's lock):
     block (reads behind ACCESS EXCLUSIVE, writes behind SHARE and stronger),
     times (lock_timeout + estimated lock duration), is the number of queries
     that would queue; each configured pool (``settings.pools``) is assumed to
-    receive all of them (worst case) and must stay below ``gate.pool_max_ratio``.
+    receive all of them in its busiest instance (worst case) and must stay below
+    ``gate.pool_max_ratio``.
 ``connections``
     client backends vs usable ``max_connections`` (the ``connections`` probe).
 ``prisma``, ``index_builds``, ``invalid_indexes``
@@ -649,6 +650,10 @@ def pool_checks(
         s.labels[0]: s.value for s in fams["gecko_connection_pool_connections_in_use"].samples
     }
     size = {s.labels[0]: s.value for s in fams["gecko_connection_pool_size"].samples}
+    #: a pool is per process: its busiest instance's ratio (the connections probe's definition)
+    busiest = {
+        s.labels[0]: s.value for s in fams["gecko_connection_pool_utilization_ratio"].samples
+    }
     checks = []
     used, usable = in_use["server"], size["server"]
     ratio = used / usable
@@ -680,14 +685,14 @@ def pool_checks(
     entries = []
     bad = []
     for pool in pools:
-        now = in_use[pool.name]
-        peak = now + queued
+        now = busiest[pool.name] * pool.size  # in use in the busiest instance
+        peak = now + queued  # worst case: every queued query waits in that instance
         r_now, r_peak = now / pool.size, peak / pool.size
         entries.append(
             {
                 "pool": pool.name,
                 "size": pool.size,
-                "in_use": int(now),
+                "in_use": round(now, 1),
                 "ratio": round(r_now, 3),
                 "projected_in_use": round(peak, 1),
                 "projected_ratio": round(r_peak, 3),
@@ -695,7 +700,7 @@ def pool_checks(
         )
         if r_peak >= max_ratio:
             bad.append(
-                f"pool {pool.name} would reach {r_peak:.0%} ({int(now)} in use + {queued:.0f} "
+                f"pool {pool.name} would reach {r_peak:.0%} ({now:.0f} in use + {queued:.0f} "
                 f"queued of {pool.size})"
             )
     details_p = {"pools": entries, "queued": round(queued, 1), "max_ratio": max_ratio}

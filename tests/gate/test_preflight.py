@@ -281,3 +281,38 @@ def test_lock_modes_and_durations() -> None:
     assert parse_duration("'soon'") is None
     assert table_pattern("public", "Scan") == '"Scan"'
     assert table_pattern("public", "users").startswith("(?i)")
+
+
+def test_traffic_that_would_queue_past_80_percent_of_a_pool_is_no_go(
+    env: HealthDb, migration: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """App-like reads on "Scan" during the sample window: ~rate x lock_timeout would queue."""
+    config = tmp_path / "gecko.yaml"
+    config.write_text(
+        "pools:\n  - name: backend\n    application_name: gate-app\n    size: 10\n"
+        "gate:\n  traffic_sample_seconds: 1.0\n"
+    )
+    stop = threading.Event()
+    slug = env.fetchval('SELECT "slug" FROM "Scan" ORDER BY "createdAt" DESC LIMIT 1')
+
+    def reads() -> None:
+        with admin.connect(env.admin_dsn, application_name="gate-app") as conn:
+            while not stop.is_set():
+                conn.execute('SELECT "id" FROM "Scan" WHERE "slug" = %s', (slug,))
+
+    thread = threading.Thread(target=reads)
+    thread.start()
+    try:
+        code, doc = preflight(capsys, "--config", str(config), str(migration))
+    finally:
+        stop.set()
+        thread.join(10)
+    assert code == 1
+    traffic = check(doc, "traffic")
+    assert traffic["details"]["source"] == "pg_stat_statements"
+    (estimate,) = traffic["details"]["migrations"]
+    # hundreds of lookups per second on a quiet test server; 1 s lock_timeout
+    assert estimate["blocked_statements_per_second"] > 20
+    assert estimate["queued_during_lock_timeout"] > 8
+    pools = check(doc, "pools")
+    assert pools["status"] == "fail" and "pool backend would reach" in pools["summary"]
