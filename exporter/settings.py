@@ -480,6 +480,8 @@ class Settings(BaseSettings):
             raise SettingsError(_format_validation_error(exc, values)) from None
         except SourceError as exc:  # an environment value that is not valid JSON
             raise SettingsError(_format_source_error(exc)) from None
+        except RecursionError:  # JSON in the environment nested beyond Python's stack
+            raise SettingsError(_nesting_error()) from None
 
 
 def _config_path(
@@ -655,6 +657,16 @@ def _format_source_error(exc: SourceError) -> str:
         f"{dotted}: not valid JSON (lists and mappings are written as JSON, "
         f'e.g. ["a", "b"]) (from environment {env_name})'
     )
+
+
+def _nesting_error() -> str:
+    """The GECKO_* variable with the deepest JSON, named as its field."""
+    names = [k for k in os.environ if k.upper().startswith(ENV_PREFIX)]
+    if not names:
+        return "settings: nested too deeply"
+    name = max(names, key=lambda k: sum(os.environ[k].count(c) for c in "[{"))
+    dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+    return f"{dotted}: nested too deeply (from environment {name})"
 
 
 def _env_variable(loc: list[str]) -> str | None:

@@ -87,6 +87,8 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
     ("env", {"GECKO_DATABASE_URL": "host=127.0.0.1 port=99999 dbname=db"}, "port"),
     ("dsn-file", b"postgresql://u@127.0.0.1:99999/db", "port"),
     ("env", {"GECKO_LISTEN_ADRESS": "127.0.0.1:1"}, "GECKO_LISTEN_ADRESS"),
+    ("env", {"GECKO_POOLS": "[" * 20000 + "]" * 20000}, "pools: nested too deeply"),
+    ("env", {"GECKO_PROBES": '{"a":' * 20000 + "1" + "}" * 20000}, "probes: nested too deeply"),
     ("env", {"GECKO_PROBES__REPORT__TIMEOUT": "3"}, "probes.report.timeout"),
     ("yaml", "log_level: info\nlog_level: debug\n", "duplicate key 'log_level'"),
     (
