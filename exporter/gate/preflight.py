@@ -251,6 +251,12 @@ ORDER BY a.xact_start
 LIMIT 50
 """
 
+HIDDEN_SQL = """
+SELECT count(*)::int AS n FROM pg_stat_activity
+WHERE datname = current_database() AND backend_type = 'client backend'
+  AND state IS NULL AND pid <> pg_backend_pid()
+"""
+
 PREPARED_SQL = """
 SELECT gid, owner::text AS owner,
        EXTRACT(EPOCH FROM clock_timestamp() - prepared)::float8 AS xact_seconds
@@ -478,6 +484,14 @@ def blocker_checks(tables: Sequence[Table], lock_rows: Sequence[Row]) -> tuple[C
         if row.get("backend_type") == "autovacuum worker":
             transient.append(entry)
             notes.append(f"autovacuum pid {row['pid']} holds {mode} on {table.label}")
+        elif not state and row.get("xact_seconds") is None:
+            # another role's session without pg_read_all_stats: its age is hidden
+            blockers.append(entry)
+            blocking_rows.append(row)
+            reasons.append(
+                f"pid {row['pid']} holds {mode} on {table.label}, conflicting with {table.lock} "
+                "(its activity is not visible to this role: grant pg_monitor)"
+            )
         elif state.startswith("idle in transaction") or age >= TRANSIENT_SECONDS:
             blockers.append(entry)
             blocking_rows.append(row)
@@ -498,8 +512,9 @@ def blocker_checks(tables: Sequence[Table], lock_rows: Sequence[Row]) -> tuple[C
 
 
 def old_transaction_check(
-    rows: Sequence[Row], prepared: Sequence[Row], lock_timeout: LockTimeout
+    rows: Sequence[Row], prepared: Sequence[Row], lock_timeout: LockTimeout, hidden: int = 0
 ) -> Check:
+    """Old transactions; ``hidden``: client sessions whose activity this role cannot see."""
     limit = fmt_seconds(lock_timeout.seconds)
     reasons = [f"{_who(r)} older than lock_timeout {limit}" for r in rows]
     reasons += [
@@ -514,8 +529,16 @@ def old_transaction_check(
             for p in prepared
         ],
     }
+    details["hidden_sessions"] = hidden
     if reasons:
         return Check("old_transactions", "fail", "; ".join(reasons), details)
+    if hidden:
+        return Check(
+            "old_transactions",
+            "not_visible",
+            f"{hidden} session(s) of other roles are not visible to this role (grant pg_monitor)",
+            details,
+        )
     return Check("old_transactions", "pass", f"none older than {limit}", details)
 
 
@@ -1004,7 +1027,10 @@ async def run_preflight(
     blocking_pids = {int(r["pid"]) for r in blocking_rows}
     old = [r for r in old if int(r["pid"]) not in blocking_pids]
     prepared, _ = await _optional(session, PREPARED_SQL, {"seconds": min_timeout.seconds})
-    checks.append(old_transaction_check(old, prepared, min_timeout))
+    hidden = await session.fetch_one(HIDDEN_SQL)
+    checks.append(
+        old_transaction_check(old, prepared, min_timeout, int(hidden["n"]) if hidden else 0)
+    )
 
     source = await _traffic(session, tables, gate.traffic_sample_seconds)
     estimates = queue_estimates(

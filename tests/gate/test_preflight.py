@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,18 @@ import pytest
 
 from exporter.cli import main
 from exporter.gate.live_locks import conflicts, normalize, strongest
-from exporter.gate.preflight import parse_duration, table_pattern
+from exporter.gate.preflight import (
+    LockTimeout,
+    Table,
+    backup_check,
+    blocker_checks,
+    old_transaction_check,
+    parse_duration,
+    table_pattern,
+)
 from gecko_demo import admin
 from gecko_demo.cluster import free_port
+from tests.conftest import GeckoDatabase
 from tests.health.conftest import HealthDb, health_db
 from tests.health.sessions import background, open_transaction
 from tests.support.wait import wait_until
@@ -316,3 +326,80 @@ def test_traffic_that_would_queue_past_80_percent_of_a_pool_is_no_go(
     assert estimate["queued_during_lock_timeout"] > 8
     pools = check(doc, "pools")
     assert pools["status"] == "fail" and "pool backend would reach" in pools["summary"]
+
+
+def test_drop_index_is_resolved_to_its_table(
+    env: HealthDb, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    sql = tmp_path / "drop.sql"
+    sql.write_text("SET lock_timeout = '2s';\nDROP INDEX \"Scan_recent_reports_idx\";\n")
+    with open_transaction(
+        env.admin_dsn, 'SELECT 1 FROM "Scan" LIMIT 1', application_name="gate-reader"
+    ) as pid:
+        code, doc = preflight(capsys, str(sql))
+    assert code == 1
+    (table,) = doc["tables"]
+    assert table["name"] == "Scan_recent_reports_idx" and table["table"] == "Scan"
+    assert table["lock"] == "ACCESS EXCLUSIVE"
+    assert f"pid {pid}" in check(doc, "blockers")["summary"]
+
+
+def test_backup_freshness_from_the_archiver(
+    private_gecko_db: Callable[..., GeckoDatabase],
+    migration: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """archive_mode=on: a failing archive_command is a no-go, a working one a pass."""
+    db = private_gecko_db(archive_mode="on", archive_command="'exit 1'")
+    monkeypatch.setenv("GECKO_DATABASE_URL", db.monitor_dsn)
+    for var in ("GECKO_DATABASE_URL_FILE", "GECKO_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+
+    def archiver(column: str) -> int:
+        with admin.connect(db.admin_dsn, application_name="gate-wal") as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS gate_wal (x int)")
+            conn.execute("INSERT INTO gate_wal VALUES (1)")
+            conn.execute("SELECT pg_switch_wal()")
+            return int(conn.fetchval(f"SELECT {column} FROM pg_stat_archiver"))
+
+    wait_until(lambda: archiver("failed_count") > 0, timeout=30, message="archiving fails")
+    code, doc = preflight(capsys, str(migration))
+    backup = check(doc, "backup")
+    assert code == 1 and backup["status"] == "fail" and "failing" in backup["summary"]
+
+    with admin.connect(db.admin_dsn, application_name="gate-wal") as conn:
+        conn.execute("ALTER SYSTEM SET archive_command = 'true'")
+        conn.execute("SELECT pg_reload_conf()")
+    wait_until(lambda: archiver("archived_count") > 0, timeout=30, message="archiving works")
+    code, doc = preflight(capsys, str(migration))
+    assert check(doc, "backup")["status"] == "pass", check(doc, "backup")
+    assert code == 0, doc["reasons"]
+
+
+def test_pure_verdict_pieces() -> None:
+    row = {
+        "archive_mode": "off", "in_recovery": False, "archived_count": 0, "failed_count": 0,
+        "last_archived_age": None, "last_failed_age": None, "failing": False,
+    }  # fmt: skip
+    assert backup_check(row, 3600, False, None).status == "not_visible"
+    assert backup_check(row, 3600, True, None).status == "fail"
+    assert backup_check(None, 3600, False, "permission denied").status == "not_visible"
+    on = {**row, "archive_mode": "on", "archived_count": 5, "last_archived_age": 7200.0}
+    assert backup_check(on, 3600, False, None).status == "fail"
+    assert backup_check({**on, "last_archived_age": 60.0}, 3600, False, None).status == "pass"
+    timeout = LockTimeout(5.0, "default")
+    assert old_transaction_check([], [], timeout).status == "pass"
+    assert old_transaction_check([], [], timeout, hidden=2).status == "not_visible"
+    hidden_holder = {
+        "pid": 7, "relation": 1, "mode": "AccessShareLock", "granted": True, "state": "",
+        "xact_seconds": None, "backend_type": "client backend", "application_name": "",
+    }  # fmt: skip
+    scan = Table(name="Scan", table="Scan", oid=1, lock="ACCESS EXCLUSIVE")
+    result, _ = blocker_checks([scan], [hidden_holder])
+    assert result.status == "fail" and "not visible" in result.summary
+    brief = {**hidden_holder, "state": "active", "xact_seconds": 0.01}
+    assert blocker_checks([scan], [brief])[0].status == "warn"
+    share = Table(name="Scan", table="Scan", oid=1, lock="SHARE UPDATE EXCLUSIVE")
+    idle = {**hidden_holder, "state": "idle in transaction", "xact_seconds": 60.0}
+    assert blocker_checks([share], [idle])[0].status == "pass"  # ACCESS SHARE vs CIC: no conflict
