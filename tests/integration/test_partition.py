@@ -238,14 +238,21 @@ def _partition_one_lane(
     )
     # ... while the other lanes keep reporting
     runs = {p: exp.value("gecko_probe_runs_total", probe=p) or 0 for p in others}
+    ok = dict.fromkeys(others, 0)
+    samples = 0
     deadline = time.monotonic() + hold
     while time.monotonic() < deadline:
+        metrics = exp.metrics()
         for other in others:
-            assert exp.value("gecko_probe_success", probe=other) == 1, other
-        assert exp.value("gecko_probe_success", probe=probe) == 0
+            ok[other] += metrics.get(("gecko_probe_success", (("probe", other),))) == 1
+        assert metrics.get(("gecko_probe_success", (("probe", probe),))) == 0
+        samples += 1
         time.sleep(0.25)
     for other, before in runs.items():
         assert (exp.value("gecko_probe_runs_total", probe=other) or 0) >= before + 2, other
+        # a slow run on a busy test machine may fail now and then; a lane held up by the
+        # partition of another would fail all along
+        assert ok[other] >= 0.9 * samples, (other, ok[other], samples)
 
     healed_wall = time.time()
     proxy.heal()
