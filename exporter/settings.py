@@ -508,12 +508,36 @@ def check_environment(environ: Mapping[str, str]) -> None:
         upper = key.upper()
         if not upper.startswith(ENV_PREFIX) or upper in OTHER_ENV_VARS:
             continue
+        if _is_service_link(upper, environ[key]):
+            continue
         top = upper.split("__", 1)[0]
         if top in known and ("__" not in upper or top in nested):
             continue
         close = difflib.get_close_matches(top, sorted(known | OTHER_ENV_VARS), n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise SettingsError(f"{key}: unknown setting{hint}")
+
+
+#: Kubernetes service links: a Service named ``gecko-<x>`` in the namespace gives every pod
+#: ``GECKO_<X>_SERVICE_HOST``, ``..._PORT=tcp://...`` and so on (unless enableServiceLinks
+#: is false). Recognised by name *and* value, so a typo of a setting is still an error.
+_IP = r"[0-9a-fA-F.:]+"
+_SERVICE_LINKS = tuple(
+    (re.compile(name), re.compile(value))
+    for name, value in (
+        (r"GECKO_[A-Z0-9_]+_SERVICE_HOST", _IP),
+        (r"GECKO_[A-Z0-9_]+_SERVICE_PORT(_[A-Z0-9_]+)?", r"[0-9]+"),
+        (r"GECKO_[A-Z0-9_]+_PORT", rf"(tcp|udp|sctp)://\[?{_IP}\]?:[0-9]+"),
+        (r"GECKO_[A-Z0-9_]+_PORT_[0-9]+_(TCP|UDP|SCTP)", rf"(tcp|udp|sctp)://\[?{_IP}\]?:[0-9]+"),
+        (r"GECKO_[A-Z0-9_]+_PORT_[0-9]+_(TCP|UDP|SCTP)_PROTO", r"tcp|udp|sctp"),
+        (r"GECKO_[A-Z0-9_]+_PORT_[0-9]+_(TCP|UDP|SCTP)_PORT", r"[0-9]+"),
+        (r"GECKO_[A-Z0-9_]+_PORT_[0-9]+_(TCP|UDP|SCTP)_ADDR", _IP),
+    )
+)
+
+
+def _is_service_link(name: str, value: str) -> bool:
+    return any(n.fullmatch(name) and v.fullmatch(value) for n, v in _SERVICE_LINKS)
 
 
 def _accepts_nested(annotation: Any) -> bool:

@@ -133,8 +133,23 @@ def test_bad_input_end_to_end(
 
 def test_allowed_environment_is_not_rejected(tmp_path: Path) -> None:
     env = {"GECKO_DATABASE_URL": DSN, "GECKO_TEST_DSN": "x", "GECKO_PROMETHEUS_BIN": "/x"}
+    # Kubernetes service links of Services named gecko-* in the same namespace
+    env.update(
+        {
+            "GECKO_ADVISOR_BACKEND_SERVICE_HOST": "10.0.0.7",
+            "GECKO_ADVISOR_BACKEND_SERVICE_PORT": "8080",
+            "GECKO_ADVISOR_BACKEND_SERVICE_PORT_HTTP": "8080",
+            "GECKO_ADVISOR_BACKEND_PORT": "tcp://10.0.0.7:8080",
+            "GECKO_ADVISOR_BACKEND_PORT_8080_TCP": "tcp://10.0.0.7:8080",
+            "GECKO_ADVISOR_BACKEND_PORT_8080_TCP_PROTO": "tcp",
+            "GECKO_ADVISOR_BACKEND_PORT_8080_TCP_PORT": "8080",
+            "GECKO_ADVISOR_BACKEND_PORT_8080_TCP_ADDR": "10.0.0.7",
+        }
+    )
     res = run_inprocess(["check-config"], env)
     assert res.code == 0, res.stderr
+    for typo in ("GECKO_LISTEN_PORT", "GECKO_LOG_LEVELS", "GECKO_SERVICE_HOST"):
+        assert_rejected(run_inprocess(["check-config"], {**env, typo: "1"}), typo)
 
 
 # -- fuzzing ------------------------------------------------------------------------
