@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -320,3 +321,21 @@ def _uri(scheme: str, parts: dict[str, Any]) -> str:
 def dsn_without_password(dsn: str) -> str:
     """The DSN with its password removed entirely (safe to print)."""
     return dsn_replace(dsn, password=None)
+
+
+def psql_command(dsn: str, *, show_password: bool = True) -> str:
+    """A shell line that opens ``psql`` on the DSN's database (for the demo's banner).
+
+    Host, port, user and database become ``psql`` options; the password, when
+    asked for, goes into ``PGPASSWORD`` (only for throwaway demo credentials).
+    """
+    parts = conninfo_to_dict(dsn)
+    words = ["psql"]
+    for option, key in (("-h", "host"), ("-p", "port"), ("-U", "user"), ("-d", "dbname")):
+        value = parts.get(key)
+        if value:
+            words += [option, shlex.quote(str(value))]
+    password = parts.get("password")
+    if show_password and password:
+        words.insert(0, f"PGPASSWORD={shlex.quote(str(password))}")
+    return " ".join(words)

@@ -25,7 +25,7 @@ from exporter.errors import ExporterError
 from gecko_demo import admin, schema
 from gecko_demo.cluster import ServerBinaries, running_cluster
 from gecko_demo.provision import provision_database
-from gecko_demo.workload import BACKEND_APP, WORKER_APP, Workload
+from gecko_demo.workload import BACKEND_APP, WORKER_APP, Incidents, Workload
 
 log = structlog.get_logger()
 
@@ -148,6 +148,42 @@ def _signal_handlers() -> Iterator[Callable[[Callable[[int, FrameType | None], N
             signal.signal(sig, handler)
 
 
+def _incident_lines(incidents: Incidents) -> list[str]:
+    """What the incident thread does and where each headline threshold shows it."""
+    minutes = incidents.period_seconds / 60
+    return [
+        f"Headline signals: each incident below comes every {minutes:g} min (all of them"
+        f" within {incidents.first_after_seconds + incidents.period_seconds * 2 / 3:g} s of"
+        " the start), so all four thresholds move within five minutes:",
+        f"  query > 5 s       a backend request runs {incidents.slow_request_seconds:g} s"
+        " -> gecko_longest_active_query_seconds, gecko_slow_queries_total",
+        f"  pool > 80 %       {incidents.surge_connections} extra backend connections busy for"
+        f" {incidents.surge_seconds:g} s -> gecko_connection_pool_utilization_ratio"
+        '{pool="backend"}',
+        f'  lookup > 100 ms,  a migration holds ACCESS EXCLUSIVE on "Scan" for'
+        f" {incidents.lock_seconds:g} s: the app's lookups and reports",
+        "  report > 2 s      queue behind it -> gecko_lock_longest_wait_seconds,"
+        " gecko_migration_in_progress, gecko_statement_max_exec_time_seconds;",
+        "                    the exporter's own probes give up after their 100 ms lock_timeout"
+        ' instead -> gecko_probe_failures_total{reason="lock_timeout"}',
+    ]
+
+
+def _plan_note(variant: str) -> list[str]:
+    if variant != "incremental":
+        return []
+    return [
+        "Plan checks: gecko_query_plan_uses_index reads 0 for most app queries on this"
+        " (incremental) schema, and that is a finding:",
+        "  the planner serves them with the indexes the incremental migration chain left behind"
+        ' ("Scan_status_finishedAt_idx",',
+        '  "Evidence_scanId_count_idx", "Issue_scanId_idx"), not the ones the analysis designed;'
+        ' and a generic plan (plan="generic")',
+        "  can never use the partial indexes (WHERE status = 'done'): Prisma binds 'done' as a"
+        " parameter. Try --schema-variant fresh.",
+    ]
+
+
 def _banner(
     out: TextIO,
     *,
@@ -165,15 +201,20 @@ def _banner(
         f"  metrics    {url}/metrics",
         f"  liveness   {url}/healthz",
         f"  readiness  {url}/readyz",
-        f"  exporter   {admin.dsn_without_password(monitor_dsn)}",
+        f"  exporter   {admin.dsn_without_password(monitor_dsn)}  (password not shown)",
         f"  app        {admin.dsn_without_password(app_dsn)}",
-        "  (passwords are random and not shown)",
+        f"  psql       {admin.psql_command(app_dsn)}",
+        "             (as the app: throwaway credentials, gone when the demo stops;"
+        " lock a table, run something slow, open connections)",
     ]
     if traffic is not None:
         lines.append(
             f"  workload   ~{traffic.rate_per_second:g} requests/s as {traffic.application_name}"
             f" and {traffic.worker_application_name}"
         )
+        if traffic.incidents is not None:
+            lines += _incident_lines(traffic.incidents)
+    lines += _plan_note(variant)
     lines += ["Press Ctrl-C to stop.", ""]
     out.write("\n".join(lines) + "\n")
     out.flush()
@@ -257,7 +298,9 @@ def run_demo(
 
             switch_signals(request_stop)  # SIGHUP too, not only the exporter's two
             traffic = (
-                Workload(app_dsn, seed=seed_value + 1, data_seed=seed_value) if workload else None
+                Workload(app_dsn, seed=seed_value + 1, data_seed=seed_value, incidents=Incidents())
+                if workload
+                else None
             )
             if traffic is not None:
                 stack.callback(_stop_workload, traffic)  # stopped before the exporter

@@ -12,6 +12,25 @@ parameters and ``prepare=True`` (Prisma reuses prepared statements):
   updates → CachedList read → Evidence insert → scoring reads → Issue
   DELETE + INSERT and the final UPDATE in one transaction; a few scans fail.
 
+With :class:`Incidents`, an incident thread also makes every headline signal
+of the exporter move, with real statements on short-lived sessions of their own,
+once per period (two minutes by default, so each happens twice within five
+minutes):
+
+* a **migration** (``application_name`` = :data:`MIGRATE_APP`) takes Prisma's
+  migrate advisory lock and an ACCESS EXCLUSIVE lock on ``"Scan"`` (``ALTER
+  TABLE … SET DEFAULT``) and holds them a few seconds: the app's lookups and
+  reports queue behind it past 100 ms and 2 s (counted as ``slow_lookups`` /
+  ``slow_reports``). The exporter's sessions give up after their
+  ``lock_timeout`` instead (its first law), so the wait shows in its lock and
+  migration metrics and in pg_stat_statements, not in its own probes;
+* a **pool surge**: extra backend connections (the backend's
+  ``application_name``) stay busy for a few seconds with short statements back
+  to back, so the backend pool's utilization passes 80 % (and no statement
+  counts as a slow query);
+* a **slow request**: one backend session runs a statement for longer than the
+  exporter's slow-query threshold (5 s).
+
 Database errors are counted and logged, never raised; a lost connection is
 reopened with backoff. :meth:`Workload.stop` joins every thread.
 """
@@ -26,6 +45,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -39,6 +59,17 @@ log = structlog.get_logger()
 BACKEND_APP: Final = "gecko-advisor-backend"
 WORKER_APP: Final = "gecko-advisor-worker"
 SETUP_APP: Final = "gecko-demo-workload"
+MIGRATE_APP: Final = "gecko-advisor-migrate"
+
+#: the app-side latency budgets (the alert thresholds of the migration-safety analysis)
+SLOW_LOOKUP_SECONDS: Final = 0.1
+SLOW_REPORT_SECONDS: Final = 2.0
+#: the surge's statements, each well under the slow-query threshold
+SURGE_STATEMENT_SECONDS: Final = 1.0
+#: ``prisma migrate``'s advisory lock key (what the exporter's migrations probe watches)
+PRISMA_MIGRATE_LOCK_KEY: Final = 72707369
+#: the demo migration: an ACCESS EXCLUSIVE lock on "Scan" without changing anything
+MIGRATION_DDL: Final = 'ALTER TABLE "public"."Scan" ALTER COLUMN "progress" SET DEFAULT 0'
 
 POLL_INTERVAL: Final = 2.0  # the frontend polls /api/scan/:id/status every 2000 ms
 POLL_GIVE_UP: Final = 120.0  # a client stops polling after this long
@@ -77,7 +108,57 @@ COUNTERS: Final[tuple[str, ...]] = (
     "user_lookups",
     "list_reads",
     "jobs_dropped",
+    "slow_lookups",
+    "slow_reports",
+    "migrations",
+    "pool_surges",
+    "slow_requests",
 )
+
+
+@dataclass(frozen=True)
+class Incidents:
+    """When and how hard the incident thread moves each headline signal.
+
+    Every ``period_seconds``, starting ``first_after_seconds`` after start: the
+    migration at the period's start, the pool surge a third in, the slow
+    request two thirds in. A duration of 0 turns that incident off. Each
+    incident must end well inside its third of the period.
+    """
+
+    period_seconds: float = 120.0
+    first_after_seconds: float = 20.0
+    #: how long the migration holds its ACCESS EXCLUSIVE lock on "Scan"
+    lock_seconds: float = 2.5
+    #: how long the surge connections stay busy (the exporter samples pools every 5 s)
+    surge_seconds: float = 12.0
+    #: extra backend connections (the demo's backend pool has 10: 9 alone make 90 %)
+    surge_connections: int = 9
+    #: the slow request's duration (the exporter's threshold is 5 s)
+    slow_request_seconds: float = 6.5
+
+    def __post_init__(self) -> None:
+        longest = max(self.lock_seconds, self.surge_seconds, self.slow_request_seconds)
+        if self.first_after_seconds < 0:
+            raise ValueError("first_after_seconds must be >= 0")
+        if self.period_seconds <= 0 or longest >= self.period_seconds / 3:
+            raise ValueError("each incident must fit in a third of period_seconds")
+        if (
+            self.surge_connections < 1
+            or min(self.lock_seconds, self.surge_seconds, self.slow_request_seconds) < 0
+        ):
+            raise ValueError("surge_connections must be >= 1 and durations >= 0")
+
+    def plan(self) -> list[tuple[float, str, float]]:
+        """``(offset in the period, incident, seconds)`` of the incidents turned on."""
+        third = self.period_seconds / 3
+        steps = [
+            (0.0, "migration", self.lock_seconds),
+            (third, "pool_surge", self.surge_seconds),
+            (2 * third, "slow_request", self.slow_request_seconds),
+        ]
+        return [step for step in steps if step[2] > 0]
+
 
 _SLUG: Final = datagen.SCAN_COLUMNS.index("slug")
 _ID: Final = datagen.SCAN_COLUMNS.index("id")
@@ -179,6 +260,7 @@ class Workload:
         scan_seconds: tuple[float, float] = (2.0, 5.0),
         failure_rate: float = 0.03,
         statement_timeout_ms: int = 15_000,
+        incidents: Incidents | None = None,
     ) -> None:
         if rate_per_second <= 0:
             raise ValueError("rate_per_second must be positive")
@@ -194,6 +276,7 @@ class Workload:
         self._scan_seconds = scan_seconds
         self._failure_rate = failure_rate
         self._timeout_ms = statement_timeout_ms
+        self.incidents = incidents
 
         # The generator (and its random state) is shared: use it under _gen_lock.
         self._gen = datagen.DataGenerator(self.seed, now=utcnow(), site_seed=data_seed)
@@ -213,6 +296,7 @@ class Workload:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._sessions: list[_Session] = []
+        self._incident_sessions: list[_Session] = []  # short-lived, under _lock
         self._started = False
 
     # -- public API ---------------------------------------------------------
@@ -230,6 +314,8 @@ class Workload:
             *((f"workload-worker-{i}", self._worker_loop, self.worker_application_name)
               for i in range(self._worker_concurrency)),
         ]  # fmt: skip
+        if self.incidents is not None:
+            targets.append(("workload-incidents", self._incident_loop, MIGRATE_APP))
         for name, loop, app in targets:
             session = _Session(self._dsn, app, self._timeout_ms)
             self._sessions.append(session)
@@ -259,7 +345,9 @@ class Workload:
         for thread in self._threads:
             thread.join(max(0.0, soft - time.monotonic()))
         if any(t.is_alive() for t in self._threads):
-            for session in self._sessions:
+            with self._lock:
+                sessions = [*self._sessions, *self._incident_sessions]
+            for session in sessions:
                 session.abort()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -397,11 +485,7 @@ class Workload:
             ip = self._gen.scanner_ip()
         now = utcnow()
         if sub.normalized_input is not None and not force:
-            hit = conn.one(
-                queries.DEDUPE_LOOKUP,
-                (sub.normalized_input, "done", now - datagen.DEDUPE_WINDOW, 1, 0),
-            )
-            self._count("dedupe_lookups")
+            hit = self._lookup(conn, sub.normalized_input)
             if hit is not None:
                 self._count("dedupe_hits")
                 self._read_report(conn, slug=str(hit[_SLUG]))
@@ -443,6 +527,18 @@ class Workload:
                 t = time.monotonic()
                 self._polled[scan_id] = _Polled(scan_id, slug, t + POLL_INTERVAL, t + POLL_GIVE_UP)
 
+    def _lookup(self, conn: _Conn, normalized_input: str) -> admin.Row | None:
+        """§4.1 the dedupe lookup, timed against its 100 ms budget."""
+        started = time.monotonic()
+        hit = conn.one(
+            queries.DEDUPE_LOOKUP,
+            (normalized_input, "done", utcnow() - datagen.DEDUPE_WINDOW, 1, 0),
+        )
+        if time.monotonic() - started > SLOW_LOOKUP_SECONDS:
+            self._count("slow_lookups")
+        self._count("dedupe_lookups")
+        return hit
+
     def _report(self, conn: _Conn) -> None:
         known = self._known_report()
         if known is None:
@@ -459,6 +555,7 @@ class Workload:
         self, conn: _Conn, *, slug: str | None = None, scan_id: str | None = None
     ) -> None:
         """§4.4: the scan, then its evidence, then its issues (no transaction)."""
+        started = time.monotonic()
         if slug is not None:
             row = conn.one(queries.REPORT_SCAN_BY_SLUG, (slug, 1, 0))
         else:
@@ -469,6 +566,8 @@ class Workload:
         conn.all(queries.REPORT_EVIDENCE, (found_id, 0))
         conn.all(queries.REPORT_ISSUES, (found_id, 0))
         self._count("report_reads")
+        if time.monotonic() - started > SLOW_REPORT_SECONDS:
+            self._count("slow_reports")
 
     def _recent(self, conn: _Conn) -> None:
         conn.all(queries.RECENT_REPORTS, ("done", 10, 0))
@@ -518,6 +617,150 @@ class Workload:
             self._polled.pop(polled.scan_id, None)
         if status == "done":  # the page now shows the report
             self._read_report(conn, slug=polled.slug)
+
+    # -- incidents ------------------------------------------------------------
+    def _incident_loop(self, session: _Session) -> None:
+        """Run the incidents of :attr:`incidents` on schedule until stopped."""
+        incidents = self.incidents
+        if incidents is None:
+            return
+        plan = incidents.plan()
+        handlers: dict[str, Callable[[_Session, float], None]] = {
+            "migration": self._migration,
+            "pool_surge": self._pool_surge,
+            "slow_request": self._slow_request,
+        }
+        start = time.monotonic() + incidents.first_after_seconds
+        period = 0
+        while not self._stop.is_set():
+            for offset, name, seconds in plan:
+                delay = start + period * incidents.period_seconds + offset - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    return
+                log.info("workload.incident", incident=name, seconds=seconds)
+                handlers[name](session, seconds)
+            period += 1
+
+    def _incident_session(self, application_name: str, seconds: float) -> _Session:
+        session = _Session(self._dsn, application_name, round((seconds + 5) * 1000))
+        with self._lock:
+            self._incident_sessions.append(session)
+        if self._stop.is_set():  # stop() may have aborted the others already
+            session.abort()
+        return session
+
+    def _end_incident_session(self, session: _Session) -> None:
+        session.drop()
+        with self._lock:
+            self._incident_sessions.remove(session)
+
+    def _migration(self, session: _Session, seconds: float) -> None:
+        """A deploy's migration: advisory lock, ACCESS EXCLUSIVE on "Scan", held ``seconds``.
+
+        A visitor (a backend request of its own) arrives while the lock is held,
+        as users do during a deploy: its lookup and report queue behind it.
+        """
+        locked = threading.Event()
+        visitor = threading.Thread(
+            target=self._visitor, args=(seconds, locked), name="workload-visitor", daemon=True
+        )
+
+        def migrate(conn: _Conn) -> None:
+            with conn.raw.transaction():
+                # a careful migration never queues behind a long query for long
+                conn.raw.execute("SET LOCAL lock_timeout = '2s'")
+                conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (PRISMA_MIGRATE_LOCK_KEY,))
+                conn.raw.execute(MIGRATION_DDL)
+                locked.set()
+                conn.raw.execute("SELECT pg_sleep(%s)", (seconds,))  # the slow step
+            done.set()
+
+        done = threading.Event()
+        visitor.start()
+        try:
+            self._attempt(session, "migration", migrate)
+        finally:
+            locked.set()  # the visitor never waits for a migration that failed
+            visitor.join()
+        if done.is_set():  # counted once its visitor is through, too
+            self._count("migrations")
+
+    def _visitor(self, seconds: float, locked: threading.Event) -> None:
+        visit = self._incident_session(self.application_name, seconds)
+        try:
+            with suppress(admin.AdminError):
+                visit.get()  # connected before the lock, like a pooled connection
+            locked.wait(CONNECT_TIMEOUT + seconds)
+            known = self._known_report()
+            with self._gen_lock:
+                normalized = self._gen.url_submission().normalized_input
+
+            def request(conn: _Conn) -> None:
+                if normalized is not None:
+                    self._lookup(conn, normalized)
+                if known is not None:
+                    self._read_report(conn, slug=known[1])
+
+            if not self._stop.is_set():
+                self._attempt(visit, "visit", request)
+        finally:
+            self._end_incident_session(visit)
+
+    def _pool_surge(self, session: _Session, seconds: float) -> None:
+        """Extra backend connections, each busy for ``seconds``."""
+        del session
+        count = self.incidents.surge_connections if self.incidents is not None else 1
+        ready = threading.Barrier(count + 1)
+        threads = [
+            threading.Thread(
+                target=self._surge_connection,
+                args=(seconds, ready),
+                name=f"workload-surge-{i}",
+                daemon=True,
+            )
+            for i in range(count)
+        ]
+        for thread in threads:
+            thread.start()
+        try:  # all connected, then all busy at once (a burst, not a ramp)
+            ready.wait(timeout=CONNECT_TIMEOUT * 2)
+        except threading.BrokenBarrierError:
+            log.warning("workload.surge_incomplete")
+        for thread in threads:
+            thread.join()
+        self._count("pool_surges")
+
+    def _surge_connection(self, seconds: float, ready: threading.Barrier) -> None:
+        surge = self._incident_session(self.application_name, seconds)
+        try:
+            with suppress(admin.AdminError):
+                surge.get()
+            with suppress(threading.BrokenBarrierError):
+                ready.wait(timeout=CONNECT_TIMEOUT * 2)
+
+            def busy(conn: _Conn) -> None:
+                # short statements back to back: busy all along, yet none a "slow query"
+                end = time.monotonic() + seconds
+                while not self._stop.is_set() and (left := end - time.monotonic()) > 0:
+                    conn.raw.execute("SELECT pg_sleep(%s)", (min(left, SURGE_STATEMENT_SECONDS),))
+
+            self._attempt(surge, "pool_surge", busy)
+        finally:
+            self._end_incident_session(surge)
+
+    def _slow_request(self, session: _Session, seconds: float) -> None:
+        """One backend request whose statement runs ``seconds``."""
+        del session
+        slow = self._incident_session(self.application_name, seconds)
+        try:
+
+            def run(conn: _Conn) -> None:
+                conn.raw.execute("SELECT pg_sleep(%s)", (seconds,))
+                self._count("slow_requests")
+
+            self._attempt(slow, "slow_request", run)
+        finally:
+            self._end_incident_session(slow)
 
     # -- worker ---------------------------------------------------------------
     def _worker_loop(self, session: _Session) -> None:

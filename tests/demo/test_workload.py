@@ -11,8 +11,9 @@ import pytest
 
 from gecko_demo import admin
 from gecko_demo.cluster import LocalCluster
-from gecko_demo.workload import BACKEND_APP, CONNECT_TIMEOUT, WORKER_APP, Workload
+from gecko_demo.workload import BACKEND_APP, CONNECT_TIMEOUT, WORKER_APP, Incidents, Workload
 from tests.demo.conftest import DemoDatabase, build_demo_database, demo_cluster
+from tests.support.exporter_proc import ExporterProcess
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -164,3 +165,196 @@ def test_workload_stops_even_when_the_server_is_frozen(private_db: DemoDatabase)
     finally:
         workload.stop(timeout=10)
     assert not any(t.is_alive() for t in workload.threads)
+
+
+# ---- incidents: every headline signal moves, on a real server, seen by the real exporter ----
+
+SLOW_THRESHOLD = 1.5  # the exporter's slow-query threshold in these tests (5 s in the demo)
+
+
+def _exporter(db: DemoDatabase, **probes: float) -> ExporterProcess:
+    """The exporter on the workload's database: the demo's backend pool, fast cadences."""
+    return ExporterProcess(
+        db.monitor_dsn,
+        config={
+            "slow_query_threshold_seconds": SLOW_THRESHOLD,
+            "pools": [{"name": "backend", "application_name": BACKEND_APP, "size": 10}],
+            "probes": {
+                name: {"interval_seconds": interval, "timeout_seconds": interval}
+                for name, interval in probes.items()
+            },
+        },
+    )
+
+
+def _seen(exporter: ExporterProcess, name: str, predicate: Callable[[float], bool],
+          *, timeout: float, **labels: str) -> float:  # fmt: skip
+    """The first exposed value of a (transient) gauge that satisfies ``predicate``."""
+
+    def check() -> tuple[float] | None:  # a tuple: 0.0 is a value, not "not yet"
+        value = exporter.value(name, **labels)
+        return (value,) if value is not None and predicate(value) else None
+
+    found = wait_until(check, timeout=timeout, interval=0.1, message=f"{name} {labels}")
+    return found[0]
+
+
+def _incident_workload(db: DemoDatabase, incidents: Incidents) -> Workload:
+    return _fast_workload(db, incidents=incidents)
+
+
+def test_incident_plan_and_limits() -> None:
+    plan = Incidents().plan()
+    assert [name for _, name, _ in plan] == ["migration", "pool_surge", "slow_request"]
+    # the default cadence: every incident within the first five minutes, twice
+    first = Incidents().first_after_seconds
+    assert all(first + offset + Incidents().period_seconds < 300 for offset, _, _ in plan)
+    assert Incidents().slow_request_seconds > 5  # the exporter's default threshold
+    assert Incidents().surge_connections / 10 > 0.8  # the demo's backend pool has 10
+    assert [n for _, n, _ in Incidents(lock_seconds=0, surge_seconds=0).plan()] == ["slow_request"]
+    with pytest.raises(ValueError, match="third of period_seconds"):
+        Incidents(period_seconds=9, slow_request_seconds=3)
+
+
+def test_slow_request_runs_past_the_threshold_and_the_exporter_counts_it(
+    workload_db: DemoDatabase,
+) -> None:
+    # the slow request two thirds into the first period: after 6.3 s
+    incidents = Incidents(
+        period_seconds=9.5, first_after_seconds=0, lock_seconds=0, surge_seconds=0,
+        slow_request_seconds=SLOW_THRESHOLD + 1.5,
+    )  # fmt: skip
+    with _exporter(workload_db, slow_queries=0.5) as exporter:
+        exporter.wait_ready()
+        assert exporter.value("gecko_slow_queries_total") == 0
+        workload = _incident_workload(workload_db, incidents)
+        workload.start()
+        try:
+            # the statement really runs longer than the threshold, as the app's backend
+            running: float = wait_until(
+                lambda: (
+                    _longest_running(workload_db.superuser_dsn, BACKEND_APP) > SLOW_THRESHOLD
+                    and _longest_running(workload_db.superuser_dsn, BACKEND_APP)
+                ),
+                timeout=30,
+                interval=0.2,
+                message="a backend statement running past the threshold",
+            )
+            assert running > SLOW_THRESHOLD
+            longest = _seen(
+                exporter, "gecko_longest_active_query_seconds", lambda v: v > SLOW_THRESHOLD,
+                timeout=15,
+            )  # fmt: skip
+            assert longest > SLOW_THRESHOLD
+            exporter.wait_value("gecko_slow_queries_total", lambda v: v >= 1, timeout=15)
+            wait_until(lambda: workload.stats()["slow_requests"] >= 1, timeout=15,
+                       message="slow request done")  # fmt: skip
+        finally:
+            assert workload.stop(timeout=10)
+    assert workload.stats()["errors"] == 0, workload.stats()
+
+
+def test_pool_surge_pushes_backend_utilization_over_80_percent(
+    workload_db: DemoDatabase,
+) -> None:
+    # the surge a third into the first period: after 5.2 s, until 10.2 s; the next at 20.7 s
+    incidents = Incidents(
+        period_seconds=15.5, first_after_seconds=0, lock_seconds=0, surge_seconds=5,
+        surge_connections=9, slow_request_seconds=0,
+    )  # fmt: skip
+    with _exporter(workload_db, connections=0.5, slow_queries=0.5) as exporter:
+        exporter.wait_ready()
+        workload = _incident_workload(workload_db, incidents)
+        workload.start()
+        try:
+            busy: int = wait_until(
+                lambda: (
+                    (n := _sessions_not_idle(workload_db.superuser_dsn, BACKEND_APP)) >= 9 and n
+                ),
+                timeout=30,
+                interval=0.1,
+                message="nine or more busy backend connections",
+            )
+            assert busy >= 9
+            ratio = _seen(
+                exporter, "gecko_connection_pool_utilization_ratio", lambda v: v > 0.8,
+                timeout=15, pool="backend",
+            )  # fmt: skip
+            assert ratio > 0.8
+            wait_until(lambda: workload.stats()["pool_surges"] >= 1, timeout=20,
+                       message="surge over")  # fmt: skip
+            # short statements back to back: the surge is no slow query
+            assert exporter.value("gecko_slow_queries_total") == 0
+            # and it was short: the pool is back to normal
+            _seen(
+                exporter, "gecko_connection_pool_utilization_ratio", lambda v: v <= 0.8,
+                timeout=8, pool="backend",
+            )  # fmt: skip
+        finally:
+            assert workload.stop(timeout=10)
+    assert workload.stats()["errors"] == 0, workload.stats()
+
+
+def test_migration_makes_app_lookups_and_reports_wait_but_never_the_exporter(
+    workload_db: DemoDatabase,
+) -> None:
+    incidents = Incidents(
+        period_seconds=60, first_after_seconds=2, lock_seconds=2.5, surge_seconds=0,
+        slow_request_seconds=0,
+    )  # fmt: skip
+    with _exporter(workload_db, scan_lookup=0.3, report=0.5, locks=0.5, migrations=0.5) as exporter:
+        exporter.wait_ready()
+        workload = _incident_workload(workload_db, incidents)
+        workload.start()
+        exporter_wait = 0.0  # longest lock wait of an exporter session seen
+        seen = {"gecko_migration_in_progress": 0.0, "gecko_lock_waiting_backends": 0.0}
+        try:
+            deadline = time.monotonic() + 30
+            while workload.stats()["migrations"] < 1 and time.monotonic() < deadline:
+                exporter_wait = max(exporter_wait, _longest_lock_wait(workload_db.superuser_dsn))
+                for name, most in list(seen.items()):
+                    seen[name] = max(most, exporter.value(name) or 0.0)
+            stats = workload.stats()
+            assert stats["migrations"] == 1, stats
+            # the app queued behind the lock: lookups past 100 ms, reports past 2 s
+            assert stats["slow_lookups"] >= 1, stats
+            assert stats["slow_reports"] >= 1, stats
+        finally:
+            assert workload.stop(timeout=10)
+        # the exporter saw the migration and the queue behind it...
+        assert seen["gecko_migration_in_progress"] == 1, seen
+        assert seen["gecko_lock_waiting_backends"] >= 1, seen
+        # ...and, first law, its own sessions waited at most about their lock_timeout (0.1 s)
+        assert exporter_wait < 0.5, exporter_wait
+    assert workload.stats()["errors"] == 0, workload.stats()
+
+
+def _longest_running(dsn: str, application_name: str) -> float:
+    with admin.connect(dsn, application_name=OBSERVER) as conn:
+        value = conn.fetchval(
+            "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0)"
+            " FROM pg_stat_activity WHERE application_name = %s AND state = 'active'",
+            (application_name,),
+        )
+    return float(value)
+
+
+def _sessions_not_idle(dsn: str, application_name: str) -> int:
+    with admin.connect(dsn, application_name=OBSERVER) as conn:
+        value = conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+            " AND state IS DISTINCT FROM 'idle'",
+            (application_name,),
+        )
+    return int(value)
+
+
+def _longest_lock_wait(dsn: str) -> float:
+    """How long an exporter session has been waiting for a lock right now (0 when none)."""
+    with admin.connect(dsn, application_name=OBSERVER) as conn:
+        value = conn.fetchval(
+            "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - state_change)), 0)"
+            " FROM pg_stat_activity WHERE application_name = 'gecko-exporter'"
+            " AND wait_event_type = 'Lock'"
+        )
+    return float(value)
