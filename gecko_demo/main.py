@@ -173,14 +173,14 @@ def _plan_note(variant: str) -> list[str]:
     if variant != "incremental":
         return []
     return [
-        "Plan checks: gecko_query_plan_uses_index reads 0 for most app queries on this"
-        " (incremental) schema, and that is a finding:",
-        "  the planner serves them with the indexes the incremental migration chain left behind"
-        ' ("Scan_status_finishedAt_idx",',
-        '  "Evidence_scanId_count_idx", "Issue_scanId_idx"), not the ones the analysis designed;'
-        ' and a generic plan (plan="generic")',
-        "  can never use the partial indexes (WHERE status = 'done'): Prisma binds 'done' as a"
-        " parameter. Try --schema-variant fresh.",
+        "Plan checks: gecko_query_plan_uses_index reads 0 for the lookup and the report's evidence"
+        " and issues on this (incremental)",
+        "  schema, and that is a finding: the planner serves them with indexes the migration chain"
+        ' left behind ("Scan_status_finishedAt_idx",',
+        '  the duplicate "Evidence_scanId_*", "Issue_scanId_idx") instead of the designed ones, and'
+        ' no generic plan (plan="generic") can',
+        "  use a partial index (WHERE status = 'done') since Prisma binds 'done' as a parameter."
+        " --schema-variant fresh reads 1 for them.",
     ]
 
 

@@ -207,6 +207,20 @@ def test_demo_serves_metrics_and_stops_cleanly_on_sigterm(
     db_port = int(match.group(1))
     server_pid = run.find_server(db_port)
     basedir = Path(psutil.Process(server_pid).cmdline()[-1]).parent
+    # what a newcomer needs: the incidents behind each threshold, the plan-check note...
+    for needle in ("query > 5 s", "pool > 80 %", "lookup > 100 ms", "report > 2 s",
+                   "within five minutes", "Plan checks:", "partial index"):  # fmt: skip
+        assert needle in banner, needle
+    # ...and a psql line that really connects, as the app
+    psql = next(line for line in banner.splitlines() if line.strip().startswith("psql "))
+    command = psql.strip().removeprefix("psql").strip()
+    assert f"-p {db_port} -U gecko_app -d privacy" in command
+    answer = subprocess.run(
+        [require_tool("bash"), "-c", f"{command} -X -A -t -c 'SELECT current_user'"],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={**_env(), "PATH": f"/usr/lib/postgresql/15/bin:{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert answer.stdout.strip() == "gecko_app", answer.stderr
 
     metrics = wait_until(
         lambda: _metrics_with(
