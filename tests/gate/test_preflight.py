@@ -403,3 +403,44 @@ def test_pure_verdict_pieces() -> None:
     share = Table(name="Scan", table="Scan", oid=1, lock="SHARE UPDATE EXCLUSIVE")
     idle = {**hidden_holder, "state": "idle in transaction", "xact_seconds": 60.0}
     assert blocker_checks([share], [idle])[0].status == "pass"  # ACCESS SHARE vs CIC: no conflict
+
+
+def test_without_pg_monitor_traffic_comes_from_counters_and_hidden_sessions_are_named(
+    env: HealthDb,
+    migration: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A role that cannot read other roles' activity or statement texts."""
+    password = "gate-limited-pw"
+    with admin.connect(env.admin_dsn, application_name="gate-setup") as conn:
+        conn.execute("DROP ROLE IF EXISTS gate_limited")
+        conn.execute(f"CREATE ROLE gate_limited LOGIN PASSWORD {conn.literal(password)}")
+        conn.execute(f"GRANT CONNECT ON DATABASE {conn.ident(env.dbname)} TO gate_limited")
+    config = tmp_path / "gecko.yaml"
+    config.write_text("gate:\n  traffic_sample_seconds: 2.0\n")
+    stop = threading.Event()
+
+    def reads() -> None:
+        with admin.connect(env.admin_dsn, application_name="gate-app") as conn:
+            while not stop.is_set():
+                conn.execute('SELECT "id" FROM "Scan" WHERE "slug" = %s', ("none",))
+
+    thread = threading.Thread(target=reads)
+    thread.start()
+    try:
+        dsn = admin.dsn_replace(env.admin_dsn, user="gate_limited", password=password)
+        monkeypatch.setenv("GECKO_DATABASE_URL", dsn)
+        _, doc = preflight(capsys, "--config", str(config), str(migration))
+    finally:
+        stop.set()
+        thread.join(10)
+        with admin.connect(env.admin_dsn, application_name="gate-setup") as conn:
+            conn.execute(f"REVOKE CONNECT ON DATABASE {conn.ident(env.dbname)} FROM gate_limited")
+            conn.execute("DROP ROLE gate_limited")
+    traffic = check(doc, "traffic")
+    assert traffic["details"]["source"] == "counters"
+    assert traffic["details"]["tables"]["Scan"]["reads_per_second"] > 1
+    old = check(doc, "old_transactions")
+    assert old["status"] == "not_visible" and "not visible" in old["summary"]
