@@ -169,6 +169,18 @@ class StatementsSettings(BaseModel):
     top_n: Annotated[int, Field(ge=1, le=200)] = 20
     #: leave out the exporter's own role (its probes are not app traffic)
     exclude_own_role: bool = True
+    #: issue 11 §4: a statement that entered the top N keeps its series until it has been
+    #: out of the top 2N this long; at most max_series statements get series
+    retention_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 900
+    max_series: Annotated[int, Field(ge=1, le=1000)] = 100
+    #: issue 11 §1: least time between two reads of query texts (to name new queryids)
+    text_refresh_seconds: Annotated[float, Field(ge=0, le=86400)] = 300
+
+    @model_validator(mode="after")
+    def _cap_holds_top_n(self) -> StatementsSettings:
+        if self.max_series < self.top_n:
+            raise ValueError("max_series must be at least top_n")
+        return self
 
 
 class BloatSettings(BaseModel):

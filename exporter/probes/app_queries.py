@@ -45,6 +45,15 @@ def scan_by_slug(schema: str) -> str:
     )
 
 
+def scan_by_id(schema: str) -> str:
+    """§4.4 first statement by id (``/api/scan/:id``): ``$1`` scan id, ``$2`` 1, ``$3`` 0."""
+    t = qualified(schema, "Scan")
+    return (
+        f"SELECT {_cols(schema, 'Scan', SCAN_COLUMNS, {})} FROM {t} "
+        f'WHERE ({t}."id" = %s AND 1=1) LIMIT %s OFFSET %s'
+    )
+
+
 def evidence_for_scan(schema: str) -> str:
     """§4.4 second statement: ``$1`` scan id, ``$2`` 0."""
     t = qualified(schema, "Evidence")

@@ -77,7 +77,12 @@ def build_health_probes(settings: Settings) -> list[Probe]:
             pgstattuple_max_table_bytes=bloat.pgstattuple_max_table_bytes,
         ),
         StatementsProbe(
-            settings.statements.top_n, exclude_own_role=settings.statements.exclude_own_role
+            settings.statements.top_n,
+            exclude_own_role=settings.statements.exclude_own_role,
+            retention_seconds=settings.statements.retention_seconds,
+            max_series=settings.statements.max_series,
+            app_schema=schema,
+            text_refresh_seconds=settings.statements.text_refresh_seconds,
         ),
         LocksProbe(settings.application_name),
         MigrationsProbe(

@@ -15,16 +15,34 @@ Unavailable (extension not created in this database, library not in
 ``shared_preload_libraries``, no privilege) is a state, not a failure:
 ``gecko_statements_available 0``, the probe succeeds, and the reason is logged
 once per change (``statements_unavailable``).
+
+**Stable series.** The top-N set changes every interval; series that come and
+go break ``rate()`` and grow the stored series without bound. A statement
+*enters* the exported set when it ranks in the top ``top_n`` of an interval,
+*stays* while it ranks in the top ``2 * top_n``, and *leaves* once it has been
+out of the top ``2 * top_n`` (or out of pg_stat_statements) for
+``retention_seconds``. At most ``max_series`` statements are exported: when the
+set is full, a newcomer takes the place of the member longest out of the top
+``2 * top_n``, and waits when every member still ranks there
+(:class:`SeriesMembership`).
+
+**The application's statements.** The same read feeds
+:class:`~exporter.probes.app_statements.AppStatements` (the
+``gecko_app_query_*`` families): pg_stat_statements is scanned once per
+interval for both, and query texts are read only to classify queryids not seen
+before (see that module).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
 
 from exporter.errors import DatabaseError
+from exporter.probes.app_statements import AppStatements, texts_sql
 from exporter.probes.base import LaneName, Row, Session
 from exporter.probes.sql import quote_ident
 from exporter.samples import Family, counter, gauge
@@ -61,21 +79,32 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 
 def build_sql(schema: str, extension_version: str, *, exclude_own_role: bool) -> str:
-    """The per-queryid aggregate for the installed extension version (pure)."""
-    if version_tuple(extension_version) >= (1, 8):
+    """One row per (userid, queryid) of this database, for the installed version (pure).
+
+    Columns: ``userid``, ``queryid`` (text), ``own`` (the exporter's role),
+    ``calls``, ``total_ms``, ``max_ms``, ``rows`` and, from extension 1.11
+    (PostgreSQL 17), ``since`` (``stats_since``: tells a re-created entry).
+    Top-level and nested entries of one statement are summed.
+    """
+    version = version_tuple(extension_version)
+    if version >= (1, 8):
         total, peak = "total_exec_time", "max_exec_time"
     else:
         total, peak = "total_time", "max_time"
-    own = "AND s.userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)"
+    since = ",\n       max(s.stats_since)::text AS since" if version >= (1, 11) else ""
+    own_oid = "(SELECT oid FROM pg_roles WHERE rolname = current_user)"
+    own = f"AND s.userid <> {own_oid}"
     return f"""
-SELECT s.queryid::text AS queryid,
+SELECT s.userid::text AS userid, s.queryid::text AS queryid,
+       s.userid = {own_oid} AS own,
        sum(s.calls)::float8 AS calls,
        sum(s.{total})::float8 AS total_ms,
-       max(s.{peak})::float8 AS max_ms
+       max(s.{peak})::float8 AS max_ms,
+       sum(s.rows)::float8 AS rows{since}
 FROM {quote_ident(schema)}.pg_stat_statements(showtext := false) s
 WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND s.queryid IS NOT NULL {own if exclude_own_role else ""}
-GROUP BY s.queryid
+GROUP BY s.userid, s.queryid
 """
 
 
@@ -93,31 +122,84 @@ class Statement:
 
 
 class StatementTracker:
-    """Deltas of total execution time between runs and the top-N selection (pure)."""
+    """Deltas of total execution time between runs and the top-N selection (pure).
+
+    Rows are per (userid, queryid); a statement is a queryid (its rows summed).
+    """
 
     def __init__(self, top_n: int) -> None:
         self.top_n = top_n
         self._previous: dict[str, float] = {}
 
-    def update(self, rows: Sequence[Row]) -> tuple[list[Statement], int]:
-        """Top statements of this interval (most time first) and the number tracked."""
-        current: dict[str, float] = {}
-        stats: list[Statement] = []
+    def observe(self, rows: Sequence[Row]) -> dict[str, Statement]:
+        """Every statement of this read with its execution time since the previous read."""
+        calls: dict[str, float] = {}
+        totals: dict[str, float] = {}
+        peaks: dict[str, float] = {}
         for row in rows:
             qid = str(row["queryid"])
-            total = float(row["total_ms"] or 0)
-            current[qid] = total
+            calls[qid] = calls.get(qid, 0.0) + float(row["calls"] or 0)
+            totals[qid] = totals.get(qid, 0.0) + float(row["total_ms"] or 0)
+            peaks[qid] = max(peaks.get(qid, 0.0), float(row["max_ms"] or 0))
+        stats: dict[str, Statement] = {}
+        for qid, total in totals.items():
             before = self._previous.get(qid, 0.0)
             delta = total - before if total >= before else total
-            if delta > 0:
-                stats.append(
-                    Statement(
-                        qid, float(row["calls"] or 0), total, float(row["max_ms"] or 0), delta
-                    )
-                )
-        self._previous = current
-        stats.sort(key=lambda s: (-s.interval_ms, s.queryid))
-        return stats[: self.top_n], len(current)
+            stats[qid] = Statement(qid, calls[qid], total, peaks[qid], delta)
+        self._previous = totals
+        return stats
+
+    def update(self, rows: Sequence[Row]) -> tuple[list[Statement], int]:
+        """Top statements of this interval (most time first) and the number tracked."""
+        stats = self.observe(rows)
+        return ranked(stats.values())[: self.top_n], len(stats)
+
+
+def ranked(stats: Iterable[Statement]) -> list[Statement]:
+    """Statements that used time in the interval, most first (ties by queryid)."""
+    return sorted(
+        (s for s in stats if s.interval_ms > 0), key=lambda s: (-s.interval_ms, s.queryid)
+    )
+
+
+class SeriesMembership:
+    """Which queryids get series: enter in the top N, leave after a while out of the top 2N.
+
+    Pure; ``now`` is a monotonic time in seconds. See the module docstring.
+    """
+
+    def __init__(self, top_n: int, *, retention_seconds: float, max_series: int) -> None:
+        if max_series < top_n:
+            raise ValueError("max_series must be at least top_n")
+        self.top_n = top_n
+        self.retention_seconds = retention_seconds
+        self.max_series = max_series
+        #: queryid -> last time it ranked in the top 2N (or entered)
+        self.members: dict[str, float] = {}
+        #: newcomers that could not enter because every member still ranked (cumulative)
+        self.refused = 0
+
+    def update(self, ranking: Sequence[str], now: float) -> list[str]:
+        """The members after an interval whose statements ranked as ``ranking``."""
+        wide = set(ranking[: 2 * self.top_n])
+        for qid in wide & self.members.keys():
+            self.members[qid] = now
+        self.members = {
+            qid: last
+            for qid, last in self.members.items()
+            if qid in wide or now - last < self.retention_seconds
+        }
+        for qid in ranking[: self.top_n]:
+            if qid in self.members:
+                continue
+            if len(self.members) >= self.max_series:
+                outside = [(last, q) for q, last in self.members.items() if q not in wide]
+                if not outside:
+                    self.refused += 1
+                    continue
+                del self.members[min(outside)[1]]
+            self.members[qid] = now
+        return sorted(self.members)
 
 
 def parse(top: Sequence[Statement], tracked: int) -> list[Family]:
@@ -131,31 +213,32 @@ def parse(top: Sequence[Statement], tracked: int) -> list[Family]:
         ),
         counter(
             "gecko_statement_calls_total",
-            "Calls of the statement (top-N by execution time in the last interval).",
+            "Calls of the statement (exported set: entered in the top-N by execution time of "
+            "an interval, kept while in the top 2N and for retention_seconds after).",
             labelnames=("queryid",),
             values={(s.queryid,): s.calls for s in top},
         ),
         counter(
             "gecko_statement_exec_time_seconds_total",
-            "Total execution time of the statement (top-N).",
+            "Total execution time of the statement (exported set).",
             labelnames=("queryid",),
             values={(s.queryid,): s.total_ms / 1000 for s in top},
         ),
         gauge(
             "gecko_statement_mean_exec_time_seconds",
-            "Mean execution time of the statement since its statistics began (top-N).",
+            "Mean execution time of the statement since its statistics began (exported set).",
             labelnames=("queryid",),
             values={(s.queryid,): s.mean_ms / 1000 for s in top},
         ),
         gauge(
             "gecko_statement_max_exec_time_seconds",
-            "Longest execution of the statement since its statistics began (top-N).",
+            "Longest execution of the statement since its statistics began (exported set).",
             labelnames=("queryid",),
             values={(s.queryid,): s.max_ms / 1000 for s in top},
         ),
         gauge(
             "gecko_statement_interval_exec_time_seconds",
-            "Execution time the statement used since the previous probe run (the top-N key).",
+            "Execution time the statement used since the previous probe run (the ranking key).",
             labelnames=("queryid",),
             values={(s.queryid,): s.interval_ms / 1000 for s in top},
         ),
@@ -177,14 +260,29 @@ def unavailable_reason(message: str) -> str:
 
 
 class StatementsProbe:
-    """Top-N statements of the monitored database by recent execution time."""
+    """Statements of the monitored database by recent execution time, and the app's own."""
 
     name = "statements"
     lane: LaneName = "catalog"
 
-    def __init__(self, top_n: int = 20, *, exclude_own_role: bool = True) -> None:
+    def __init__(
+        self,
+        top_n: int = 20,
+        *,
+        exclude_own_role: bool = True,
+        retention_seconds: float = 900.0,
+        max_series: int = 100,
+        app_schema: str = "public",
+        text_refresh_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.tracker = StatementTracker(top_n)
+        self.membership = SeriesMembership(
+            top_n, retention_seconds=retention_seconds, max_series=max(max_series, top_n)
+        )
+        self.app = AppStatements(app_schema, text_refresh_seconds=text_refresh_seconds, clock=clock)
         self.exclude_own_role = exclude_own_role
+        self.clock = clock
         self._state: str | None = None
 
     def _transition(self, state: str, **fields: str) -> None:
@@ -196,28 +294,39 @@ class StatementsProbe:
         else:
             log.warning("statements_unavailable", reason=state, **fields)
 
+    def _unavailable(self, state: str, **fields: str) -> list[Family]:
+        self._transition(state, **fields)
+        self.app.unavailable()
+        return unavailable() + self.app.families()
+
     async def collect(self, session: Session, now: float) -> list[Family]:
         del now
         ext = await session.fetch_one(EXTENSION_SQL)
         if ext is None:
-            self._transition("not_installed")
-            return unavailable()
+            return self._unavailable("not_installed")
         if not preloaded(str(ext.get("preload") or "")):
-            self._transition("not_preloaded")
-            return unavailable()
-        sql = build_sql(
-            str(ext["schema_name"]), str(ext["version"]), exclude_own_role=self.exclude_own_role
-        )
+            return self._unavailable("not_preloaded")
+        schema = str(ext["schema_name"])
+        sql = build_sql(schema, str(ext["version"]), exclude_own_role=self.exclude_own_role)
         try:
             rows = await session.fetch(sql)
+            unknown = self.app.to_classify(rows)
+            if unknown:
+                texts = await session.fetch(
+                    texts_sql(quote_ident(schema), exclude_own_role=True),
+                    ([int(q) for q in unknown],),
+                )
+                self.app.learn(unknown, texts)
         except DatabaseError as exc:
             if exc.reason != "query_error":  # timeouts and outages are probe failures
                 raise
-            self._transition(unavailable_reason(str(exc)), error=str(exc))
-            return unavailable()
+            return self._unavailable(unavailable_reason(str(exc)), error=str(exc))
         self._transition("available", version=str(ext["version"]))
-        top, tracked = self.tracker.update(rows)
-        return parse(top, tracked)
+        stats = self.tracker.observe(rows)
+        members = self.membership.update([s.queryid for s in ranked(stats.values())], self.clock())
+        self.app.update(rows)
+        exported = [stats[q] for q in members if q in stats]
+        return parse(exported, len(stats)) + self.app.families()
 
     def persistent(self) -> list[Family]:
-        return []
+        return self.app.persistent()

@@ -61,6 +61,7 @@ def test_overrides_reach_the_probes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(indexes, IndexesProbe) and indexes.names == ("A_idx",)
     statements = probes["statements"]
     assert isinstance(statements, StatementsProbe) and statements.tracker.top_n == 5
+    assert statements.membership.max_series == 100 and statements.app.text_refresh_seconds == 300
     migrations = probes["migrations"]
     assert isinstance(migrations, MigrationsProbe) and migrations.max_invalid == 3
     assert s.probe_settings()["plans"].interval_seconds == 120
@@ -72,6 +73,8 @@ def test_overrides_reach_the_probes(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"tables": {"max_tables": 0}}, "tables.max_tables"),
         ({"tables": {"max_tables": 100000}}, "tables.max_tables"),
         ({"statements": {"top_n": 1000}}, "statements.top_n"),
+        ({"statements": {"top_n": 50, "max_series": 10}}, "statements"),
+        ({"statements": {"retention_seconds": -1}}, "statements.retention_seconds"),
         ({"migrations": {"max_invalid_indexes": 0}}, "migrations.max_invalid_indexes"),
         ({"critical_indexes": [""]}, "critical_indexes.0"),
         ({"tables": {"schemas": []}}, "tables.schemas"),
