@@ -11,9 +11,10 @@ import structlog
 
 from exporter import __version__
 from exporter.db.dsn import describe_target
+from exporter.db.pgbouncer import PgBouncerConsole
 from exporter.db.session import Database, SessionOptions
 from exporter.metrics import ExpositionCache, StoreCollector, build_registry
-from exporter.probes.registry import build_probes
+from exporter.probes.registry import build_pgbouncer_probe, build_probes
 from exporter.scheduler import ScheduledProbe, Scheduler
 from exporter.server import HttpServer, make_app
 from exporter.settings import Settings
@@ -32,25 +33,36 @@ class ExporterApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._dsn = settings.dsn()
+        pgbouncer_url = settings.pgbouncer_dsn()
         self.store = ResultStore()
-        self.db = Database(
-            self._dsn,
-            SessionOptions(
-                application_name=settings.application_name,
-                connect_timeout_seconds=settings.connect_timeout_seconds,
-                lock_timeout_seconds=settings.lock_timeout_seconds,
-                backoff_initial_seconds=settings.reconnect_backoff_initial_seconds,
-                backoff_max_seconds=settings.reconnect_backoff_max_seconds,
-                auth_backoff_initial_seconds=settings.auth_failure_backoff_initial_seconds,
-                auth_backoff_max_seconds=settings.auth_failure_backoff_max_seconds,
-            ),
+        options = SessionOptions(
+            application_name=settings.application_name,
+            connect_timeout_seconds=settings.connect_timeout_seconds,
+            lock_timeout_seconds=settings.lock_timeout_seconds,
+            backoff_initial_seconds=settings.reconnect_backoff_initial_seconds,
+            backoff_max_seconds=settings.reconnect_backoff_max_seconds,
+            auth_backoff_initial_seconds=settings.auth_failure_backoff_initial_seconds,
+            auth_backoff_max_seconds=settings.auth_failure_backoff_max_seconds,
         )
+        self.db = Database(self._dsn, options)
         cadence = settings.probe_settings()
         self.scheduled = [
             ScheduledProbe(probe, cadence[probe.name])
             for probe in build_probes(settings)
             if cadence[probe.name].enabled
         ]
+        # PgBouncer (optional): its own lane, health and scheduler, so a PgBouncer that is down
+        # or frozen never touches gecko_up or the database lanes (issue 11 §2)
+        self.pgbouncer: Scheduler | None = None
+        self.pgbouncer_scheduled: list[ScheduledProbe] = []
+        pgbouncer_cadence = cadence["pgbouncer"]
+        if pgbouncer_url is not None and pgbouncer_cadence.enabled:
+            console = PgBouncerConsole(pgbouncer_url, options)
+            console.bound_connect_attempts(0.8 * pgbouncer_cadence.interval_seconds)
+            stale = 2 * pgbouncer_cadence.interval_seconds + pgbouncer_cadence.timeout_seconds
+            probe = build_pgbouncer_probe(settings, lambda: console.health.up(stale))
+            self.pgbouncer_scheduled = [ScheduledProbe(probe, pgbouncer_cadence)]
+            self.pgbouncer = Scheduler(console, self.store, self.pgbouncer_scheduled)
         # a lane's connection attempt ends within its fastest probe's interval, so the lane is
         # back within two intervals after a partition heals (issue 9, item 3)
         attempt_bounds: dict[str, float] = {}
@@ -109,6 +121,8 @@ class ExporterApp:
     def start(self) -> None:
         self.http.start()
         self.scheduler.start()
+        if self.pgbouncer is not None:
+            self.pgbouncer.start()
         self._started = True
         log.info(
             "exporter_started",
@@ -117,7 +131,10 @@ class ExporterApp:
             target=self.target,
             tls=self.http.scheme == "https",
             basic_auth=bool(self._web and self._web["basic_auth_users"]),
-            probes={sp.probe.name: sp.settings.interval_seconds for sp in self.scheduled},
+            probes={
+                sp.probe.name: sp.settings.interval_seconds
+                for sp in (*self.scheduled, *self.pgbouncer_scheduled)
+            },
         )
 
     def request_stop(self) -> None:
@@ -148,6 +165,8 @@ class ExporterApp:
         self._started = False
         self.http.stop()
         self.scheduler.stop()
+        if self.pgbouncer is not None:
+            self.pgbouncer.stop()
         log.info("exporter_stopped")
 
     def run(self) -> int:

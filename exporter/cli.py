@@ -270,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args)
         if command == "check-config":
             settings.dsn()  # the DSN (or its file) must be there and valid
+            settings.pgbouncer_dsn()  # so must the PgBouncer URL file, when one is named
             output = settings.masked()
             if settings.web_config_file is not None:
                 from exporter.tls import check_web_config  # noqa: PLC0415 - only when set

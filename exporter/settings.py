@@ -40,7 +40,7 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as SourceError
 from pydantic_settings.sources import ConfigFileSourceType
 
-from exporter.db.dsn import mask_dsn, validate_dsn
+from exporter.db.dsn import mask_dsn, parse_dsn, validate_dsn
 from exporter.errors import SettingsError
 from exporter.probes.indexes import DEFAULT_CRITICAL_INDEXES
 from exporter.probes.migrations import PRISMA_MIGRATE_LOCK_KEY
@@ -100,6 +100,8 @@ DEFAULT_PROBES: dict[str, ProbeSettings] = {
     "statements": _probe(60, 10),
     "locks": _probe(5, 3),
     "migrations": _probe(15, 5),
+    # issue 11 §2: the PgBouncer admin console, on a lane of its own (only when configured)
+    "pgbouncer": _probe(5, 3),
 }
 #: every probe name (a bounded label value), in scheduling order
 PROBE_NAMES: tuple[str, ...] = tuple(DEFAULT_PROBES)
@@ -262,6 +264,17 @@ DEFAULT_INVARIANTS: tuple[InvariantSettings, ...] = (
 )
 
 
+class PgBouncerSettings(BaseModel):
+    """The PgBouncer admin console probe (``pgbouncer_url`` / ``pgbouncer_url_file``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: at most this many (database, user) pools get series (the busiest first)
+    max_pools: Annotated[int, Field(ge=1, le=500)] = 50
+    #: at most this many application_names get a waiting-clients series (the rest: "(other)")
+    max_applications: Annotated[int, Field(ge=1, le=200)] = 20
+
+
 class GateSettings(BaseModel):
     """``gecko-exporter preflight`` and ``verify`` (docs/migration-gate.md)."""
 
@@ -321,6 +334,9 @@ class Settings(BaseSettings):
     config: Path | None = None
     database_url: SecretStr | None = None
     database_url_file: Path | None = None
+    #: optional PgBouncer admin console (a secret like the DSN): database ``pgbouncer``
+    pgbouncer_url: SecretStr | None = None
+    pgbouncer_url_file: Path | None = None
     listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -357,6 +373,7 @@ class Settings(BaseSettings):
     bloat: BloatSettings = Field(default_factory=BloatSettings)
     migrations: MigrationsSettings = Field(default_factory=MigrationsSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    pgbouncer: PgBouncerSettings = Field(default_factory=PgBouncerSettings)
 
     # -- validation ---------------------------------------------------------
     @field_validator("listen_address")
@@ -371,6 +388,13 @@ class Settings(BaseSettings):
     def _check_dsn(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             validate_dsn(value.get_secret_value())
+        return value
+
+    @field_validator("pgbouncer_url")
+    @classmethod
+    def _check_pgbouncer_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            validate_pgbouncer_url(value.get_secret_value())
         return value
 
     @field_validator("probes", mode="before")
@@ -409,6 +433,8 @@ class Settings(BaseSettings):
     def _one_dsn_source(self) -> Settings:
         if self.database_url is not None and self.database_url_file is not None:
             raise ValueError("set only one of database_url and database_url_file")
+        if self.pgbouncer_url is not None and self.pgbouncer_url_file is not None:
+            raise ValueError("set only one of pgbouncer_url and pgbouncer_url_file")
         shortest = min(p.timeout_seconds for p in self.probe_settings().values())
         if self.lock_timeout_seconds >= shortest:
             raise ValueError("lock_timeout_seconds must be below every probe timeout")
@@ -441,6 +467,21 @@ class Settings(BaseSettings):
             "or use `gecko-exporter demo` for a bundled database)"
         )
 
+    def pgbouncer_dsn(self) -> str | None:
+        """The PgBouncer admin console URL (None: not configured), read from its file."""
+        if self.pgbouncer_url is not None:
+            return self.pgbouncer_url.get_secret_value()
+        if self.pgbouncer_url_file is None:
+            return None
+        value = read_bounded_text(
+            self.pgbouncer_url_file, MAX_DSN_BYTES, f"pgbouncer_url_file {self.pgbouncer_url_file}"
+        ).strip()
+        try:
+            validate_pgbouncer_url(value)
+        except ValueError as exc:
+            raise SettingsError(f"pgbouncer_url_file: URL {exc}") from None
+        return value
+
     def listen(self) -> tuple[str, int]:
         return split_host_port(self.listen_address)
 
@@ -449,6 +490,8 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         if self.database_url is not None:
             data["database_url"] = mask_dsn(self.database_url.get_secret_value())
+        if self.pgbouncer_url is not None:
+            data["pgbouncer_url"] = mask_dsn(self.pgbouncer_url.get_secret_value())
         data["probes"] = {
             name: probe.model_dump(mode="json") for name, probe in self.probe_settings().items()
         }
@@ -494,6 +537,20 @@ class Settings(BaseSettings):
             raise SettingsError(_format_source_error(exc)) from None
         except RecursionError:  # JSON in the environment nested beyond Python's stack
             raise SettingsError(_nesting_error()) from None
+
+
+def validate_pgbouncer_url(url: str) -> None:
+    """A valid DSN for the admin console; ``ValueError`` never quoting it.
+
+    The console is the special database ``pgbouncer`` and rejects the ``options``
+    startup parameter.
+    """
+    validate_dsn(url)
+    params = parse_dsn(url)
+    if (params.get("dbname") or params.get("user")) != "pgbouncer":
+        raise ValueError("must name the admin console database 'pgbouncer' (…/pgbouncer)")
+    if "options" in params:
+        raise ValueError("options: not accepted by the PgBouncer admin console")
 
 
 def _config_path(

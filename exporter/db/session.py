@@ -386,6 +386,10 @@ class _Slot:
 class Lane:
     """At most one persistent connection, used by one probe at a time."""
 
+    #: a PgBouncer admin console (:mod:`exporter.db.pgbouncer`) has no ``statement_timeout``
+    #: to set (it answers SHOW commands from memory; the probe's deadline bounds a run)
+    sets_statement_timeout = True
+
     def __init__(
         self,
         name: str,
@@ -610,7 +614,7 @@ class Lane:
             clean = False
             try:
                 wanted = _ms(statement_timeout_seconds)
-                if slot.statement_timeout_ms != wanted:
+                if self.sets_statement_timeout and slot.statement_timeout_ms != wanted:
                     await LaneSession(conn, self).fetch(
                         "SELECT set_config('statement_timeout', %s, false)", (f"{wanted}ms",)
                     )

@@ -12,7 +12,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from exporter.samples import Family
 
-LaneName = Literal["activity", "app", "catalog"]
+#: ``pgbouncer``: the PgBouncer admin console (exporter.db.pgbouncer), not a database lane
+LaneName = Literal["activity", "app", "catalog", "pgbouncer"]
 Row = dict[str, Any]
 Params = Sequence[Any] | Mapping[str, Any] | None
 

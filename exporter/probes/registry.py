@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from exporter.probes.base import Probe
 from exporter.probes.bloat import BloatProbe
 from exporter.probes.connections import ConnectionsProbe, PoolMatcher
@@ -10,6 +12,7 @@ from exporter.probes.indexes import IndexesProbe
 from exporter.probes.latency import ReportProbe, ScanLookupProbe
 from exporter.probes.locks import LocksProbe
 from exporter.probes.migrations import MigrationsProbe
+from exporter.probes.pgbouncer import PgBouncerProbe
 from exporter.probes.plans import PlansProbe
 from exporter.probes.sampling import RecentScanSampler
 from exporter.probes.server import ServerProbe
@@ -17,6 +20,18 @@ from exporter.probes.slow_queries import MaintenanceMatcher, SlowQueriesProbe
 from exporter.probes.statements import StatementsProbe
 from exporter.probes.tables import TablesProbe
 from exporter.settings import Settings
+
+
+def build_pgbouncer_probe(settings: Settings, up: Callable[[], bool]) -> PgBouncerProbe:
+    """The PgBouncer admin console probe (scheduled on its own lane, only when configured).
+
+    ``up``: whether the console answered recently (its lane's health).
+    """
+    return PgBouncerProbe(
+        up,
+        max_pools=settings.pgbouncer.max_pools,
+        max_applications=settings.pgbouncer.max_applications,
+    )
 
 
 def build_probes(settings: Settings) -> list[Probe]:

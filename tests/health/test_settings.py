@@ -10,7 +10,7 @@ from exporter.errors import SettingsError
 from exporter.probes.bloat import BloatProbe
 from exporter.probes.indexes import DEFAULT_CRITICAL_INDEXES, IndexesProbe
 from exporter.probes.migrations import MigrationsProbe
-from exporter.probes.registry import build_probes
+from exporter.probes.registry import build_pgbouncer_probe, build_probes
 from exporter.probes.statements import StatementsProbe
 from exporter.probes.tables import TablesProbe
 from exporter.settings import PROBE_NAMES, Settings
@@ -28,7 +28,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_cover_every_probe_with_cadence_by_cost() -> None:
     s = Settings.from_sources(overrides={"database_url": DSN})
     cadence = s.probe_settings()
-    assert set(cadence) == set(PROBE_NAMES) == {p.name for p in build_probes(s)}
+    pgbouncer = build_pgbouncer_probe(s, lambda: True)  # scheduled only when configured
+    assert set(cadence) == set(PROBE_NAMES) == {p.name for p in [*build_probes(s), pgbouncer]}
     assert cadence["locks"].interval_seconds <= 5  # cheap, and lock queues are short-lived
     assert cadence["bloat"].interval_seconds >= 300  # the most expensive
     assert s.critical_indexes == list(DEFAULT_CRITICAL_INDEXES)
