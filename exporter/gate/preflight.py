@@ -951,6 +951,9 @@ class PreflightResult:
         lines += render_checks(self.checks)
         if self.baseline:
             lines.append(f"baseline written to {self.baseline['path']}")
+        bad = failures(self.checks)
+        if bad:
+            lines.append(f"no-go: {len(bad)} reason(s): " + ", ".join(c.name for c in bad))
         return "\n".join(lines) + "\n"
 
 
