@@ -269,6 +269,20 @@ class LaneSession:
         rows = await self.fetch(sql, params, prepare=prepare)
         return rows[0] if rows else None
 
+    async def fetch_literals(self, sql: str, params: Params) -> list[dict[str, Any]]:
+        """Run one statement with its ``%s`` parameters bound client-side.
+
+        psycopg's client-side binding (``ClientCursor``) merges each value into the
+        text as a SQL literal, quoted for this connection; for statements that take
+        no bind parameters, such as the arguments of ``EXECUTE name(...)``
+        (PostgreSQL cannot infer a type for ``$1`` there).
+        """
+        try:
+            text = psycopg.AsyncClientCursor(self._conn).mogrify(sql, params)
+        except psycopg.Error as exc:  # a value psycopg cannot quote (e.g. a NUL byte)
+            raise DatabaseError(f"cannot bind literals: {type(exc).__name__}") from None
+        return await self.fetch(text, prepare=False)
+
 
 class ConnectGate:
     """Connection attempts of a set of lanes: the shared auth backoff and the failure summary.

@@ -37,6 +37,14 @@ class Session(Protocol):
         self, sql: str, params: Params = None, *, prepare: bool | None = None
     ) -> Row | None: ...
 
+    async def fetch_literals(self, sql: str, params: Params) -> list[Row]:
+        """Run one statement with its ``%s`` parameters bound client-side.
+
+        The driver quotes each value into the text as a literal: for statements
+        that take no bind parameters (``EXECUTE name(...)`` arguments).
+        """
+        ...
+
 
 class Probe(Protocol):
     """A periodic measurement of the database."""

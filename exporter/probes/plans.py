@@ -134,21 +134,6 @@ def dollar_params(sql: str) -> str:
     return re.sub(r"%s", lambda _m: f"${next(counter_)}", sql)
 
 
-def sql_literal(value: Value) -> str:
-    """A SQL literal for ``EXECUTE name(...)`` arguments (no bind parameters there)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    text = value.isoformat(sep=" ") if isinstance(value, datetime) else str(value)
-    if "\x00" in text:
-        raise ValueError("literal contains NUL")
-    quoted = text.replace("'", "''")
-    if "\\" in quoted:  # correct whatever standard_conforming_strings says
-        return "E'" + quoted.replace("\\", "\\\\") + "'"
-    return "'" + quoted + "'"
-
-
 def statement_name(query: str) -> str:
     return f"gecko_plan_{query}"
 
@@ -157,22 +142,39 @@ def custom_plan_sql(sql: str) -> str:
     return f"EXPLAIN (FORMAT JSON, COSTS OFF) {sql}"
 
 
+@dataclass(frozen=True)
+class Step:
+    """One statement of a plan check.
+
+    ``literals``: values for the statement's ``%s`` placeholders, bound client-side
+    by the driver (:meth:`Session.fetch_literals`): ``EXECUTE name(...)`` takes no
+    bind parameters (``could not determine data type of parameter $1``).
+    """
+
+    sql: str
+    literals: tuple[Value, ...] | None = None
+
+    @property
+    def explains(self) -> bool:
+        return self.sql.startswith("EXPLAIN")
+
+
 def generic_plan_steps(
     server_version: int, query: str, sql: str, values: Sequence[Value]
-) -> list[str]:
+) -> list[Step]:
     """Statements producing the generic plan; the EXPLAIN is the one returning rows."""
     text = dollar_params(sql)
     if server_version >= GENERIC_PLAN_VERSION:
-        return [f"EXPLAIN (GENERIC_PLAN, FORMAT JSON, COSTS OFF) {text}"]
+        return [Step(f"EXPLAIN (GENERIC_PLAN, FORMAT JSON, COSTS OFF) {text}")]
     name = statement_name(query)
-    args = ", ".join(sql_literal(v) for v in values)
+    placeholders = ", ".join("%s" for _ in values)
     return [
-        "BEGIN READ ONLY",
-        "SET LOCAL plan_cache_mode = force_generic_plan",
-        f"PREPARE {name} AS {text}",
-        f"EXPLAIN (FORMAT JSON, COSTS OFF) EXECUTE {name}({args})",
-        f"DEALLOCATE {name}",
-        "COMMIT",
+        Step("BEGIN READ ONLY"),
+        Step("SET LOCAL plan_cache_mode = force_generic_plan"),
+        Step(f"PREPARE {name} AS {text}"),
+        Step(f"EXPLAIN (FORMAT JSON, COSTS OFF) EXECUTE {name}({placeholders})", tuple(values)),
+        Step(f"DEALLOCATE {name}"),
+        Step("COMMIT"),
     ]
 
 
@@ -302,8 +304,11 @@ class PlansProbe:
         else:
             rows = []
             for step in generic_plan_steps(session.server_version, query.name, query.sql, values):
-                result = await session.fetch(step, prepare=False)
-                if step.startswith("EXPLAIN"):
+                if step.literals is None:
+                    result = await session.fetch(step.sql, prepare=False)
+                else:
+                    result = await session.fetch_literals(step.sql, step.literals)
+                if step.explains:
                     rows = result
         if not rows:
             raise ValueError(f"EXPLAIN of {query.name} returned no rows")
