@@ -10,10 +10,13 @@ files) is gone when it returns.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from types import FrameType
@@ -161,11 +164,13 @@ def _incident_lines(incidents: Incidents) -> list[str]:
         f" {incidents.surge_seconds:g} s -> gecko_connection_pool_utilization_ratio"
         '{pool="backend"}',
         f'  lookup > 100 ms,  a migration holds ACCESS EXCLUSIVE on "Scan" for'
-        f" {incidents.lock_seconds:g} s: the app's lookups and reports",
-        "  report > 2 s      queue behind it -> gecko_lock_longest_wait_seconds,"
-        " gecko_migration_in_progress, gecko_statement_max_exec_time_seconds;",
-        "                    the exporter's own probes give up after their 100 ms lock_timeout"
-        ' instead -> gecko_probe_failures_total{reason="lock_timeout"}',
+        f" {incidents.lock_seconds:g} s as the exporter's report probe is due: the app's lookups"
+        " and reports queue",
+        "  report > 2 s      behind it; the exporter's probes give up at their 100 ms lock_timeout"
+        " (first law) and count at their deadline",
+        "                    -> gecko_scan_lookup_duration_seconds,"
+        " gecko_report_generation_duration_seconds, gecko_lock_longest_wait_seconds,"
+        " gecko_migration_in_progress",
     ]
 
 
@@ -218,6 +223,28 @@ def _banner(
     lines += ["Press Ctrl-C to stop.", ""]
     out.write("\n".join(lines) + "\n")
     out.flush()
+
+
+def _next_run_in(url: str, probe: str) -> Callable[[], float | None]:
+    """Seconds until ``probe``'s next run, read from the exporter's own /metrics."""
+
+    def value(text: str, name: str) -> float | None:
+        match = re.search(rf'^{name}\{{probe="{probe}"\}} (\S+)$', text, re.MULTILINE)
+        return float(match.group(1)) if match else None
+
+    def seconds() -> float | None:
+        try:
+            with urllib.request.urlopen(f"{url}/metrics", timeout=2) as response:  # noqa: S310
+                text = response.read().decode()
+        except (OSError, ValueError):
+            return None
+        last = value(text, "gecko_probe_last_run_timestamp_seconds")
+        interval = value(text, "gecko_probe_interval_seconds")
+        if last is None or not interval:
+            return None
+        return (last + interval - time.time()) % interval
+
+    return seconds
 
 
 def _stop_workload(traffic: Workload) -> None:
@@ -298,7 +325,13 @@ def run_demo(
 
             switch_signals(request_stop)  # SIGHUP too, not only the exporter's two
             traffic = (
-                Workload(app_dsn, seed=seed_value + 1, data_seed=seed_value, incidents=Incidents())
+                Workload(
+                    app_dsn,
+                    seed=seed_value + 1,
+                    data_seed=seed_value,
+                    incidents=Incidents(),
+                    next_probe_run=_next_run_in(app.url, "report"),
+                )
                 if workload
                 else None
             )

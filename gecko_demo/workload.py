@@ -21,9 +21,10 @@ minutes):
   migrate advisory lock and an ACCESS EXCLUSIVE lock on ``"Scan"`` (``ALTER
   TABLE … SET DEFAULT``) and holds them a few seconds: the app's lookups and
   reports queue behind it past 100 ms and 2 s (counted as ``slow_lookups`` /
-  ``slow_reports``). The exporter's sessions give up after their
-  ``lock_timeout`` instead (its first law), so the wait shows in its lock and
-  migration metrics and in pg_stat_statements, not in its own probes;
+  ``slow_reports``). With ``next_probe_run`` it starts just before the
+  exporter's next report run: the exporter's latency probes give up after
+  their ``lock_timeout`` (its first law) and are observed at their deadline,
+  above both thresholds;
 * a **pool surge**: extra backend connections (the backend's
   ``application_name``) stay busy for a few seconds with short statements back
   to back, so the backend pool's utilization passes 80 % (and no statement
@@ -64,6 +65,10 @@ MIGRATE_APP: Final = "gecko-advisor-migrate"
 #: the app-side latency budgets (the alert thresholds of the migration-safety analysis)
 SLOW_LOOKUP_SECONDS: Final = 0.1
 SLOW_REPORT_SECONDS: Final = 2.0
+#: the migration takes its lock this long before the exporter's next report run
+MIGRATION_LEAD_SECONDS: Final = 1.2
+#: the longest the migration waits to line up with that run (the report probe's interval)
+MIGRATION_ALIGN_MAX_SECONDS: Final = 15.0
 #: the surge's statements, each well under the slow-query threshold
 SURGE_STATEMENT_SECONDS: Final = 1.0
 #: ``prisma migrate``'s advisory lock key (what the exporter's migrations probe watches)
@@ -261,6 +266,7 @@ class Workload:
         failure_rate: float = 0.03,
         statement_timeout_ms: int = 15_000,
         incidents: Incidents | None = None,
+        next_probe_run: Callable[[], float | None] | None = None,
     ) -> None:
         if rate_per_second <= 0:
             raise ValueError("rate_per_second must be positive")
@@ -277,6 +283,7 @@ class Workload:
         self._failure_rate = failure_rate
         self._timeout_ms = statement_timeout_ms
         self.incidents = incidents
+        self._next_probe_run = next_probe_run
 
         # The generator (and its random state) is shared: use it under _gen_lock.
         self._gen = datagen.DataGenerator(self.seed, now=utcnow(), site_seed=data_seed)
@@ -676,6 +683,8 @@ class Workload:
             done.set()
 
         done = threading.Event()
+        if not self._align_with_probe():
+            return
         visitor.start()
         try:
             self._attempt(session, "migration", migrate)
@@ -684,6 +693,26 @@ class Workload:
             visitor.join()
         if done.is_set():  # counted once its visitor is through, too
             self._count("migrations")
+
+    def _align_with_probe(self) -> bool:
+        """Wait until the exporter's next report run is :data:`MIGRATION_LEAD_SECONDS` away.
+
+        The exporter's latency probes then meet the lock (and, refused at their
+        lock_timeout, are observed at their deadline), as a probe would meet a
+        real migration sooner or later. False when stopped meanwhile.
+        """
+        if self._next_probe_run is None:
+            return True
+        for _ in range(3):
+            due = self._next_probe_run()
+            if due is None:  # the exporter cannot tell: no alignment
+                return True
+            if due >= MIGRATION_LEAD_SECONDS:
+                wait = min(due - MIGRATION_LEAD_SECONDS, MIGRATION_ALIGN_MAX_SECONDS)
+                return not self._stop.wait(wait)
+            if self._stop.wait(due + 0.05):  # too close: line up with the run after it
+                return False
+        return True
 
     def _visitor(self, seconds: float, locked: threading.Event) -> None:
         visit = self._incident_session(self.application_name, seconds)

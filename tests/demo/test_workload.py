@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gecko_demo import admin
+from gecko_demo import admin, main
 from gecko_demo.cluster import LocalCluster
 from gecko_demo.workload import BACKEND_APP, CONNECT_TIMEOUT, WORKER_APP, Incidents, Workload
 from tests.demo.conftest import DemoDatabase, build_demo_database, demo_cluster
@@ -295,16 +295,53 @@ def test_pool_surge_pushes_backend_utilization_over_80_percent(
     assert workload.stats()["errors"] == 0, workload.stats()
 
 
+def _observed_above(exporter: ExporterProcess, histogram: str, threshold: float) -> float:
+    """Observations of ``histogram`` above ``threshold`` (its count minus that bucket)."""
+    samples = exporter.metrics()
+    count = samples.get((f"{histogram}_count", ()), 0.0)
+    within = [
+        value
+        for (name, labels), value in samples.items()
+        if name == f"{histogram}_bucket" and float(dict(labels)["le"]) == threshold
+    ]
+    if not within:
+        raise LookupError(f"{histogram} is not exposed (yet)")
+    return count - within[0]
+
+
 def test_migration_makes_app_lookups_and_reports_wait_but_never_the_exporter(
     workload_db: DemoDatabase,
 ) -> None:
     incidents = Incidents(
-        period_seconds=60, first_after_seconds=2, lock_seconds=2.5, surge_seconds=0,
+        period_seconds=60, first_after_seconds=1, lock_seconds=2.5, surge_seconds=0,
         slow_request_seconds=0,
     )  # fmt: skip
-    with _exporter(workload_db, scan_lookup=0.3, report=0.5, locks=0.5, migrations=0.5) as exporter:
+    with ExporterProcess(
+        workload_db.monitor_dsn,
+        config={
+            "probes": {
+                "scan_lookup": {"interval_seconds": 1, "timeout_seconds": 0.8},
+                "report": {"interval_seconds": 3, "timeout_seconds": 2.5},
+                "locks": {"interval_seconds": 0.5, "timeout_seconds": 0.5},
+                "migrations": {"interval_seconds": 0.5, "timeout_seconds": 0.5},
+            },
+        },
+    ) as exporter:
         exporter.wait_ready()
-        workload = _incident_workload(workload_db, incidents)
+        before = wait_until(
+            lambda: (
+                _observed_above(exporter, "gecko_scan_lookup_duration_seconds", 0.1),
+                _observed_above(exporter, "gecko_report_generation_duration_seconds", 2.0),
+            ),
+            timeout=15,
+            message="both latency histograms exposed",
+        )
+        assert before == (0.0, 0.0)
+        workload = _fast_workload(
+            workload_db,
+            incidents=incidents,
+            next_probe_run=main._next_run_in(exporter.url, "report"),
+        )
         workload.start()
         exporter_wait = 0.0  # longest lock wait of an exporter session seen
         seen = {"gecko_migration_in_progress": 0.0, "gecko_lock_waiting_backends": 0.0}
@@ -319,6 +356,17 @@ def test_migration_makes_app_lookups_and_reports_wait_but_never_the_exporter(
             # the app queued behind the lock: lookups past 100 ms, reports past 2 s
             assert stats["slow_lookups"] >= 1, stats
             assert stats["slow_reports"] >= 1, stats
+            # the exporter's latency probes met the lock too: refused at lock_timeout, they
+            # count at their deadline, above both thresholds
+            wait_until(
+                lambda: (
+                    _observed_above(exporter, "gecko_scan_lookup_duration_seconds", 0.1) >= 1
+                    and _observed_above(exporter, "gecko_report_generation_duration_seconds", 2.0)
+                    >= 1
+                ),
+                timeout=15,
+                message="lookup and report observations above their thresholds",
+            )
         finally:
             assert workload.stop(timeout=10)
         # the exporter saw the migration and the queue behind it...
