@@ -108,7 +108,41 @@ def recording_rules() -> list[dict[str, Any]]:
                 ),
             }
         )
-    return rules
+    return rules + app_query_recording_rules()
+
+
+#: the three statements of one report (gecko_app_query_*{query}, issue 11)
+REPORT_QUERIES = ("report_scan", "report_evidence", "report_issues")
+
+
+def app_query_recording_rules() -> list[dict[str, Any]]:
+    """Mean execution time of the app's statements from real traffic, and of a report."""
+    app = "job:gecko_app_query_exec_time_seconds:mean_rate5m"
+    return [
+        {
+            # no calls in the window: no sample (not 0/0)
+            "record": app,
+            "expr": (
+                "sum by (job, instance, query) (rate(gecko_app_query_exec_time_seconds_total[5m]))"
+                "\n/\n(sum by (job, instance, query) (rate(gecko_app_query_calls_total[5m])) > 0)"
+            ),
+        },
+        {
+            # a report runs its three statements one after the other: the sum of their means
+            "record": "job:gecko_app_report_exec_time_seconds:mean_rate5m",
+            "expr": f'sum by (job, instance) ({app}{{query=~"{"|".join(REPORT_QUERIES)}"}})',
+        },
+    ]
+
+
+def _which(app: str, probe: str) -> str:
+    """Description text naming the source that crossed (template on the ``source`` label)."""
+    return f'{{{{ if eq $labels.source "app" }}}}{app}{{{{ else }}}}{probe}{{{{ end }}}}'
+
+
+def _from_app(expr: str, threshold: str) -> str:
+    """The app-traffic side of a headline latency alert, labelled ``source="app"``."""
+    return f'label_replace({expr}, "source", "app", "", "") > {threshold}'
 
 
 def _alert(
@@ -123,42 +157,72 @@ def alerts(job: str = DEFAULT_JOB) -> list[Alert]:
     Thresholds are written ``<<key>>``; descriptions are Prometheus templates.
     """
     no_index_build = "unless on (job, instance) (gecko_index_builds_in_progress > 0)"
+    app_lookup = (
+        "sum without (query) "
+        '(job:gecko_app_query_exec_time_seconds:mean_rate5m{query="scan_lookup"})'
+    )
+    app_report = "job:gecko_app_report_exec_time_seconds:mean_rate5m"
+    probe_report = "job:gecko_report_generation_duration_seconds:p99_rate5m"
+    # which source crossed: real traffic (source="app") or the synthetic probe (no label)
+    lookup_source = _which(
+        "Mean execution time of the application's own dedupe scan lookups"
+        " (real traffic, pg_stat_statements)",
+        "p99 of the dedupe scan lookup",
+    )
+    report_source = _which(
+        "Mean execution time of a report in the application's own traffic"
+        " (sum of its three statements' means, pg_stat_statements)",
+        "p99 of the three report queries",
+    )
     return [
+        # Headline latency: the exporter's synthetic probe (p99, no `source` label) or the
+        # application's real traffic (mean per call from pg_stat_statements, source="app").
         _alert(
             "GeckoScanLookupSlow",
             "warning",
-            "job:gecko_scan_lookup_duration_seconds:p99_rate5m > <<scanLookupSeconds>>",
+            f"""
+            job:gecko_scan_lookup_duration_seconds:p99_rate5m > <<scanLookupSeconds>>
+            or
+            {_from_app(app_lookup, "<<scanLookupSeconds>>")}
+            """,
             "scanLookupFor",
             "Gecko scan dedupe lookups are slow.",
-            """
-            p99 of the dedupe scan lookup on {{ $labels.instance }} is
-            {{ $value | humanizeDuration }} over the last 5m
-            (threshold {{ <<scanLookupSeconds>> | humanizeDuration }}).
+            f"""
+            {lookup_source} on {{{{ $labels.instance }}}} is
+            {{{{ $value | humanizeDuration }}}} over the last 5m
+            (threshold {{{{ <<scanLookupSeconds>> | humanizeDuration }}}}).
             """,
         ),
         _alert(
             "GeckoReportGenerationSlow",
             "warning",
-            "job:gecko_report_generation_duration_seconds:p99_rate5m > <<reportGenerationSeconds>>",
+            f"""
+            job:gecko_report_generation_duration_seconds:p99_rate5m > <<reportGenerationSeconds>>
+            or
+            {_from_app(app_report, "<<reportGenerationSeconds>>")}
+            """,
             "reportGenerationFor",
             "Gecko report generation is slow.",
-            """
-            p99 of the three report queries on {{ $labels.instance }} is
-            {{ $value | humanizeDuration }} over the last 5m
-            (warning threshold {{ <<reportGenerationSeconds>> | humanizeDuration }}).
+            f"""
+            {report_source} on {{{{ $labels.instance }}}} is
+            {{{{ $value | humanizeDuration }}}} over the last 5m
+            (warning threshold {{{{ <<reportGenerationSeconds>> | humanizeDuration }}}}).
             """,
         ),
         _alert(
             "GeckoReportGenerationSlow",
             "critical",
-            "job:gecko_report_generation_duration_seconds:p99_rate5m"
-            " > <<reportGenerationCriticalSeconds>>",
+            f"""
+            {probe_report} > <<reportGenerationCriticalSeconds>>
+            or
+            {_from_app(app_report, "<<reportGenerationCriticalSeconds>>")}
+            """,
             "reportGenerationCriticalFor",
             "Gecko report generation is slow.",
-            """
-            p99 of the three report queries on {{ $labels.instance }} is
-            {{ $value | humanizeDuration }} over the last 5m
-            (critical threshold {{ <<reportGenerationCriticalSeconds>> | humanizeDuration }}):
+            f"""
+            {report_source} on {{{{ $labels.instance }}}} is
+            {{{{ $value | humanizeDuration }}}} over the last 5m
+            (critical threshold {{{{ <<reportGenerationCriticalSeconds>> | humanizeDuration }}}}):
             report pages are timing out for users.
             """,
         ),
