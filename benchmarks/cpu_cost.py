@@ -7,8 +7,12 @@ user + system time from /proc over the measured window, after a warm-up.
 
 With ``--profile FILE`` the window is sampled by py-spy (``pip install py-spy``)
 and a flat "where does the CPU go" table is written to FILE (speedscope JSON
-beside it), so a change to the sampling or scrape path can be judged by what it
-removes, not by a guess.
+beside it). Only samples of a thread holding the GIL are kept (``--gil``): a
+thread waiting in select() or on a condition is not using the CPU, and without
+``--gil`` such idle frames are nearly every sample. py-spy pauses the process to
+sample it, which at a useful rate costs more CPU than the exporter itself uses:
+for proportions, ``benchmarks.profile_cpu`` (cProfile on thread CPU time) is
+the better tool; this figure is only meaningful without ``--profile``.
 
 Usage: python -m benchmarks.cpu_cost [--seconds 120] [--scrape-interval 15] [--profile out.txt]
 """
@@ -111,6 +115,7 @@ def main() -> None:
     ap.add_argument("--scans", type=int, default=20000)
     ap.add_argument("--scrape-interval", type=float, default=15.0)
     ap.add_argument("--profile", type=Path, help="write a py-spy flat profile here")
+    ap.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     args = ap.parse_args()
 
     with gecko_database(args.scans) as db:
@@ -133,8 +138,8 @@ def main() -> None:
                     speedscope = args.profile.with_suffix(".speedscope.json")
                     spy = subprocess.Popen(
                         [py_spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
-                         "--rate", "200", "--format", "speedscope", "--threads",
-                         "--output", str(speedscope)],
+                         "--rate", str(args.rate), "--format", "speedscope", "--threads",
+                         "--gil", "--output", str(speedscope)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip
                 cpu0, t0, threads0 = cpu_seconds(pid), time.monotonic(), thread_cpu(pid)

@@ -13,7 +13,7 @@ from exporter import __version__
 from exporter.db.dsn import describe_target
 from exporter.db.pgbouncer import PgBouncerConsole
 from exporter.db.session import Database, SessionOptions
-from exporter.metrics import ExpositionCache, StoreCollector, build_registry
+from exporter.metrics import ExpositionCache, StoreCollector, build_registry, self_metrics
 from exporter.probes.registry import build_pgbouncer_probe, build_probes
 from exporter.scheduler import ScheduledProbe, Scheduler
 from exporter.server import HttpServer, make_app
@@ -74,17 +74,19 @@ class ExporterApp:
         self.collector = StoreCollector(
             self.store, self.db.health, up_stale_seconds=settings.up_stale_seconds
         )
-        self.registry = build_registry(self.collector)
+        own_metrics = self_metrics()
+        self.registry = build_registry(self.collector, own_metrics)
         host, port = settings.listen()
         self.target = describe_target(self._dsn)
-        cache = ExpositionCache(self.store, self.collector)
+        # renders the exposition in its own thread after store writes: scrapes read bytes
+        self.exposition = ExpositionCache(self.store, self.collector, own_metrics)
         web_config = (
             load_web_config(settings.web_config_file) if settings.web_config_file else None
         )
         self.http = HttpServer(
             host,
             port,
-            make_app(self.registry, self.ready, self.target, cache),
+            make_app(self.registry, self.ready, self.target, self.exposition),
             web_config=web_config,
         )
         self._web = web_config.summary() if web_config is not None else None
@@ -119,6 +121,7 @@ class ExporterApp:
         return True, "ready"
 
     def start(self) -> None:
+        self.exposition.start()
         self.http.start()
         self.scheduler.start()
         if self.pgbouncer is not None:
@@ -156,7 +159,8 @@ class ExporterApp:
     def wait_for_signal(self) -> None:
         """Block until SIGINT/SIGTERM (or :meth:`request_stop`)."""
         self.install_signal_handlers()
-        while not self._stop.wait(0.5):
+        # a signal interrupts the wait (its handler sets the event): no need to wake up often
+        while not self._stop.wait(60):
             pass
 
     def stop(self) -> None:
@@ -167,6 +171,7 @@ class ExporterApp:
         self.scheduler.stop()
         if self.pgbouncer is not None:
             self.pgbouncer.stop()
+        self.exposition.stop()
         log.info("exporter_stopped")
 
     def run(self) -> int:

@@ -180,8 +180,8 @@ class Scheduler:
             while not self._stop.is_set():
                 delay = next_run - loop.time()
                 if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                    # a plain sleep (stop cancels this task): no task and timeout per tick
+                    await asyncio.sleep(delay)
                     if self._stop.is_set():
                         break
                 try:

@@ -138,14 +138,12 @@ def make_app(
             body = encoder(registry.restricted_registry(names))
             if gz:
                 body = gzip.compress(body, compresslevel=6)
+        elif cache is not None:  # rendered off the request path: ready bytes
+            body = cache.body(content_type, encoder, gz)
         else:
-
-            def produce() -> bytes:
-                out = encoder(registry)
-                return gzip.compress(out, compresslevel=6) if gz else out
-
-            kind = f"{content_type}; gzip" if gz else content_type
-            body = produce() if cache is None else cache.render(kind, produce)
+            body = encoder(registry)
+            if gz:
+                body = gzip.compress(body, compresslevel=6)
         headers = [("Content-Type", content_type)]
         if gz:
             headers.append(("Content-Encoding", "gzip"))
@@ -406,11 +404,23 @@ class HttpServer:
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
 
+    def _select_timeout(self, next_sweep: float) -> float | None:
+        """Until the next deadline to enforce (``None``: nothing to time, wait for an event).
+
+        An idle exporter's loop sleeps until a scrape, a worker or stop() wakes it.
+        """
+        deadlines = [c.deadline for c in self._conns.values() if c.state != _BUSY]
+        if self._accept_paused_until:
+            deadlines.append(self._accept_paused_until)
+        if not deadlines:
+            return None
+        return max(0.0, max(min(deadlines), next_sweep) - time.monotonic())
+
     def _loop(self) -> None:
         next_sweep = 0.0
         while not self._stopping.is_set():
             try:
-                events = self._sel.select(0.25)
+                events = self._sel.select(self._select_timeout(next_sweep))
             except OSError:  # pragma: no cover - selector closed under us at stop
                 return
             for key, mask in events:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from exporter.samples import Family
@@ -37,6 +38,11 @@ class ProbeState:
     persistent: tuple[Family, ...] = field(default=())
 
     @property
+    def note(self) -> str:
+        """Appended to the HELP of the probe's families (by the renderer, once per family)."""
+        return f"Sampled by probe {self.name} every {self.interval_seconds:g}s."
+
+    @property
     def stale_after_seconds(self) -> float:
         """Samples older than this are no longer served."""
         return 2 * self.interval_seconds + self.timeout_seconds
@@ -48,13 +54,6 @@ class ProbeState:
         )
 
 
-def _sampled(family: Family, note: str) -> Family:
-    """HELP says that the value is sampled, by which probe and how often."""
-    if family.documentation.endswith(note):
-        return family
-    return replace(family, documentation=f"{family.documentation.rstrip()} {note}")
-
-
 class ResultStore:
     """Thread-safe map of probe name -> :class:`ProbeState`."""
 
@@ -62,6 +61,15 @@ class ResultStore:
         self._lock = threading.Lock()
         self._states: dict[str, ProbeState] = {}
         self._version = 0
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (in the writer's thread, outside the lock) after every write."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     @property
     def version(self) -> int:
@@ -73,6 +81,8 @@ class ResultStore:
             self._states[name] = ProbeState(
                 name, interval_seconds, timeout_seconds, last_run_wall=time.time()
             )
+            self._version += 1
+        self._changed()
 
     def record(
         self,
@@ -102,17 +112,19 @@ class ResultStore:
                 "last_failure_reason": None if success else reason,
                 "last_run_wall": wall,
             }
-            note = f"Sampled by probe {name} every {state.interval_seconds:g}s."
+            # families are kept as the probe made them: the renderer converts each one once
+            # (with the state's HELP note) instead of copying every family on every run
             if persistent is not None:
-                updates["persistent"] = tuple(_sampled(f, note) for f in persistent)
+                updates["persistent"] = tuple(persistent)
             if success:
-                updates["families"] = tuple(_sampled(f, note) for f in families or ())
+                updates["families"] = tuple(families or ())
                 updates["last_success_wall"] = wall
                 updates["last_success_monotonic"] = (
                     time.monotonic() if monotonic is None else monotonic
                 )
             self._states[name] = replace(state, **updates)  # type: ignore[arg-type]
             self._version += 1
+        self._changed()
 
     def snapshot(self) -> dict[str, ProbeState]:
         with self._lock:

@@ -47,7 +47,7 @@ import psycopg
 import structlog
 from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 from psycopg.rows import dict_row
 
 from exporter.db.dsn import describe_target, redact_secrets
@@ -237,7 +237,13 @@ class LaneSession:
         """Run one statement and return its rows as dicts."""
         try:
             cur = await self._conn.execute(sql, params, prepare=prepare)
-            rows = await cur.fetchall() if cur.description is not None else []
+            # the result's status, not cur.description (which builds a Column per field)
+            result = cur.pgresult
+            rows = (
+                await cur.fetchall()
+                if result is not None and result.status == ExecStatus.TUPLES_OK
+                else []
+            )
         except pgerrors.LockNotAvailable as exc:
             raise LockTimeout(f"lock_timeout: {exc.diag.message_primary}") from None
         except pgerrors.QueryCanceled as exc:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import subprocess
+from collections.abc import Iterator
 
+import pytest
 from prometheus_client import generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
+from prometheus_client.registry import Collector
 
 from exporter.db.session import Health
 from exporter.metrics import StoreCollector, build_registry, merge
@@ -12,6 +18,7 @@ from exporter.samples import Histogram, counter, gauge, histogram
 from exporter.store import ResultStore
 from tests.conftest import require_tool
 from tests.support.exporter_proc import parse_metrics
+from tests.support.wait import wait_until
 
 
 class Clock:
@@ -100,21 +107,111 @@ def test_output_passes_promtool() -> None:
 
 
 def test_exposition_cache_reuses_until_store_changes() -> None:
+    """Scrapes read rendered bytes; a store write (then the render step) changes them."""
+    from exporter.metrics import ExpositionCache  # noqa: PLC0415
+
+    clock = Clock()
+    store, health, collector = make(clock)
+    health.last_reached = clock.now
+    cache = ExpositionCache(store, collector, clock=clock)
+    text_type, om_type = "text/plain; version=0.0.4; charset=utf-8", "application/openmetrics-text"
+    first = cache.body(text_type, generate_latest, gz=False)  # first request: rendered once
+    assert cache.renders == 1
+    assert cache.body(text_type, generate_latest, gz=False) is first  # no rendering
+    assert cache.renders == 1
+    store.record("scan_lookup", success=False, duration_seconds=0.1, reason="busy")
+    assert cache.body(text_type, generate_latest, gz=False) is first  # until the render step
+    cache.refresh()
+    changed = cache.body(text_type, generate_latest, gz=False)
+    key = ("gecko_probe_failures_total", (("probe", "scan_lookup"), ("reason", "busy")))
+    assert parse_metrics(first.decode())[key] == 0
+    assert parse_metrics(changed.decode())[key] == 1
+    # per content type and encoding, each rendered by the same step
+    om = cache.body(om_type, om_generate_latest, gz=True)
+    assert gzip.decompress(om).endswith(b"# EOF\n")
+    renders = cache.renders
+    cache.refresh()
+    assert cache.renders == renders + 1
+    assert cache.body(om_type, om_generate_latest, gz=True) is not om
+
+
+def test_cached_exposition_equals_a_direct_rendering() -> None:
+    """Pre-converted probe families + own families + self-metrics == the registry's output."""
+    from exporter.metrics import ExpositionCache  # noqa: PLC0415
+
+    clock = Clock()
+    store, health, collector = make(clock)
+    store.register("report", 15, 10)
+    health.last_reached = clock.now
+    h = Histogram()
+    h.observe(0.2)
+    for probe in ("scan_lookup", "report"):  # one family from two probes: merged
+        store.record(probe, success=True, duration_seconds=0.01, monotonic=clock.now,
+                     families=[gauge("gecko_shared", "Shared.", labelnames=("p",),
+                                     values={(probe,): 1.0}),
+                               gauge(f"gecko_{probe}_x", "X.", 2.0)],
+                     persistent=[histogram(f"gecko_{probe}_seconds", "H.", [h.snapshot()])])  # fmt: skip
+    others = [ConstCollector()]
+    cache = ExpositionCache(store, collector, others)
+    for encoder in (generate_latest, om_generate_latest):
+        direct = encoder(build_registry(collector, others))
+        assert cache.body(str(encoder), encoder, gz=False) == direct
+        cache.refresh()  # from converted chunks now
+        assert cache.body(str(encoder), encoder, gz=False) == direct
+    assert b"Sampled by probe report every 15s." in direct
+
+
+def test_probe_families_are_converted_once_per_run() -> None:
     from exporter.metrics import ExpositionCache  # noqa: PLC0415
 
     clock = Clock()
     store, _, collector = make(clock)
-    cache = ExpositionCache(store, collector, max_age=1.0, clock=clock)
-    calls: list[int] = []
+    fam = gauge("gecko_scan_lookup_last_duration_seconds", "x", 0.01)
+    store.record("scan_lookup", success=True, duration_seconds=0.01, families=[fam],
+                 monotonic=clock.now)  # fmt: skip
+    cache = ExpositionCache(store, collector)
+    cache.body("t", generate_latest, gz=False)
+    converted = dict(cache._chunks["t"])  # what the renderer keeps per family
+    cache.refresh()
+    cache.refresh()
+    assert cache._chunks["t"] == converted  # same objects: not converted again
+    assert all(a[1] is b[1] for a, b in zip(converted.values(), cache._chunks["t"].values(),
+                                              strict=True))  # fmt: skip
+    store.record("scan_lookup", success=True, duration_seconds=0.01, families=[fam],
+                 monotonic=clock.now)  # fmt: skip
+    cache.refresh()
+    assert cache._chunks["t"] != converted  # a new run: converted again
 
-    def produce() -> bytes:
-        calls.append(1)
-        return str(len(calls)).encode()
 
-    assert cache.render("text", produce) == b"1"
-    assert cache.render("text", produce) == b"1"  # unchanged store: reused
-    store.record("scan_lookup", success=False, duration_seconds=0.1, reason="busy")
-    assert cache.render("text", produce) == b"2"  # a probe wrote: re-rendered
-    clock.now += 1.5
-    assert cache.render("text", produce) == b"3"  # older than max_age: re-rendered
-    assert cache.render("openmetrics", produce) == b"4"  # per content type
+def test_render_thread_follows_store_writes() -> None:
+    from exporter.metrics import ExpositionCache  # noqa: PLC0415
+
+    store, _, collector = make(Clock())
+    cache = ExpositionCache(store, collector, min_interval=0.05, max_age=30)
+    cache.start()
+    try:
+        before = cache.body("t", generate_latest, gz=False)
+        store.record("scan_lookup", success=False, duration_seconds=0.1, reason="timeout")
+        wait_until(lambda: cache.body("t", generate_latest, gz=False) != before, timeout=5,
+                   message="rendered after the write")  # fmt: skip
+        text = cache.body("t", generate_latest, gz=False).decode()
+        key = ("gecko_probe_failures_total", (("probe", "scan_lookup"), ("reason", "timeout")))
+        assert parse_metrics(text)[key] == 1
+    finally:
+        cache.stop()
+
+
+def test_collector_describes_its_families_and_the_registry_catches_collisions() -> None:
+    _, _, collector = make(Clock())
+    described = {m.name for m in collector.describe()}
+    assert {"gecko_up", "gecko_probe_runs", "gecko_scan_lookup_duration_seconds"} <= described
+    assert "gecko_slow_queries_running" not in described  # that probe is not registered
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        build_registry(collector, [collector])
+
+
+class ConstCollector(Collector):
+    """Stands in for the process collector: the same output at every collect."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("process_fake_bytes", "Fake.", value=42.0)
