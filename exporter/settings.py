@@ -176,7 +176,7 @@ class StatementsSettings(BaseModel):
     retention_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 900
     max_series: Annotated[int, Field(ge=1, le=1000)] = 100
     #: issue 11 §1: least time between two reads of query texts (to name new queryids)
-    text_refresh_seconds: Annotated[float, Field(ge=0, le=86400)] = 300
+    text_refresh_seconds: Annotated[float, Field(ge=0, le=86400)] = 600
 
     @model_validator(mode="after")
     def _cap_holds_top_n(self) -> StatementsSettings:

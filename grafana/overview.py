@@ -185,6 +185,108 @@ def _latency_panels(
     ]
 
 
+#: the three statements of a report (gecko_app_query_*{query}, issue 11)
+REPORT_QUERIES = "report_scan|report_evidence|report_issues"
+
+
+def _app_mean(query_matcher: str, by: str = "job, instance") -> str:
+    """Mean execution time per call of the app's statements from real traffic (no calls: none)."""
+    calls = rate("gecko_app_query_calls_total", query_matcher)
+    seconds = rate("gecko_app_query_exec_time_seconds_total", query_matcher)
+    return f"sum by ({by}) ({seconds})\n/\n(sum by ({by}) ({calls}) > 0)"
+
+
+def _real_traffic_panels() -> list[PanelBuilder]:
+    """The synthetic probe beside the application's own statements (pg_stat_statements)."""
+    per_statement = _app_mean(f'query=~"{REPORT_QUERIES}"', by="job, instance, query")
+    report_mean = f"sum by (job, instance) (\n{per_statement}\n)"
+    return [
+        timeseries(
+            Common(
+                title="Scan lookup: probe p99 and real traffic mean",
+                description=(
+                    "The exporter's synthetic lookup (p99 of its probe) beside the mean execution "
+                    "time of the application's own dedupe lookups from pg_stat_statements (the "
+                    "exporter's role left out). Bad: either line at or above the dashed 100 ms "
+                    '(GeckoScanLookupSlow, label source="app" for real traffic); real traffic '
+                    "slow while the probe is fast points at the app's parameters or plans."
+                ),
+                queries=[
+                    Query(_quantile(0.99, SCAN_LOOKUP), legend="probe p99 {{instance}}"),
+                    Query(
+                        _app_mean('query="scan_lookup"'), legend="real traffic mean {{instance}}"
+                    ),
+                ],
+                runbooks=["GeckoScanLookupSlow"],
+                unit="s",
+                steps=bad_from(SCAN_LOOKUP_THRESHOLD),
+                min=0,
+            ),
+            threshold_line=True,
+        ),
+        timeseries(
+            Common(
+                title="Report generation: probe p99 and real traffic",
+                description=(
+                    "The exporter's synthetic report (p99 of its three statements together) beside "
+                    "the application's own reports: the sum of the mean execution times of the "
+                    "three statements (Scan, Evidence, Issue) from pg_stat_statements. Bad: either "
+                    "line at or above the dashed 2 s (GeckoReportGenerationSlow)."
+                ),
+                queries=[
+                    Query(_quantile(0.99, REPORT), legend="probe p99 {{instance}}"),
+                    Query(report_mean, legend="real traffic mean {{instance}}"),
+                ],
+                runbooks=["GeckoReportGenerationSlow"],
+                unit="s",
+                steps=bad_from(REPORT_THRESHOLD),
+                min=0,
+            ),
+            threshold_line=True,
+        ),
+        timeseries(
+            Common(
+                title="Application statements: mean execution time (real traffic)",
+                description=(
+                    "Mean execution time per call of each of the app's five named statements "
+                    "(scan_lookup, report_scan, report_evidence, report_issues, recent_reports), "
+                    "from pg_stat_statements. Bad: a statement climbing while its calls stay flat "
+                    "(a plan or index problem); recent_reports growing with the Evidence table."
+                ),
+                queries=[
+                    Query(
+                        _app_mean('query=~".+"', by="job, instance, query"),
+                        legend="{{query}} {{instance}}",
+                    )
+                ],
+                runbooks=["GeckoScanLookupSlow", "GeckoReportGenerationSlow"],
+                unit="s",
+                min=0,
+            )
+        ),
+        timeseries(
+            Common(
+                title="Application statements: calls per second (real traffic)",
+                description=(
+                    "Calls per second of each of the app's five named statements from "
+                    "pg_stat_statements. Bad: a sudden drop to 0 while the app is up (the "
+                    "statement changed shape, see gecko_app_query_identified) or a surge of "
+                    "recent_reports (its Redis cache is down)."
+                ),
+                queries=[
+                    Query(
+                        f"sum by (query, instance) ({rate('gecko_app_query_calls_total')})",
+                        legend="{{query}} {{instance}}",
+                    )
+                ],
+                runbooks=["GeckoReportGenerationSlow"],
+                unit="reqps",
+                min=0,
+            )
+        ),
+    ]
+
+
 def _connections_panels() -> list[PanelBuilder]:
     return [
         timeseries(
@@ -354,6 +456,7 @@ def build() -> dashboard_model.Dashboard:
         ),
     ]
     board = row(board, "Latency", latency)
+    board = row(board, "Probe and real traffic", _real_traffic_panels())
     board = row(board, "Connections and queries", _connections_panels())
     board = row(board, "Alerts and exporter health", _alerts_panels())
     return board.build()

@@ -30,7 +30,7 @@ comments such as Prisma 7's sqlcommenter tags do not matter, nor does layout.
 classification (queryid -> name or "not ours") is cached for as long as the
 queryid stays in pg_stat_statements, and the texts are read (``showtext :=
 true``, the expensive part: the whole text file) only when unknown queryids
-are present, at most once per ``text_refresh_seconds`` — or at every run while
+are present, at most once per ``text_refresh_seconds`` (600 s) — or at every run while
 one of the five names has no entry at all (right after a reset or a rebuild).
 Calls of an entry classified late are not lost: its totals since it was
 created are added when it is first counted.
@@ -185,7 +185,7 @@ class AppStatements:
         self,
         schema: str,
         *,
-        text_refresh_seconds: float = 300.0,
+        text_refresh_seconds: float = 600.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.shapes = app_shapes(schema)

@@ -79,33 +79,79 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 
 def build_sql(schema: str, extension_version: str, *, exclude_own_role: bool) -> str:
-    """One row per (userid, queryid) of this database, for the installed version (pure).
+    """The entries of this database that changed since the previous read (pure).
 
-    Columns: ``userid``, ``queryid`` (text), ``own`` (the exporter's role),
-    ``calls``, ``total_ms``, ``max_ms``, ``rows`` and, from extension 1.11
-    (PostgreSQL 17), ``since`` (``stats_since``: tells a re-created entry).
-    Top-level and nested entries of one statement are summed.
+    An entry is one (userid, queryid) (top-level and nested summed). The
+    previous read's entries are passed as three arrays (``%s``: userids,
+    queryids, calls); the server answers ``kind = 'entry'`` rows for entries that
+    are new or whose calls changed, with ``userid``, ``queryid`` (text), ``own``
+    (the exporter's role), ``calls``, ``total_ms``, ``max_ms``, ``rows`` and, from
+    extension 1.11 (PostgreSQL 17), ``since`` (``stats_since``: tells a re-created
+    entry); and ``kind = 'gone'`` rows for entries no longer there (reset,
+    eviction). Unchanged entries (most of them, most of the time) cost no
+    transfer: sending every entry of a full pg_stat_statements to the client is
+    what makes a naive read expensive (see benchmarks/statement_reads.py).
     """
     version = version_tuple(extension_version)
     if version >= (1, 8):
         total, peak = "total_exec_time", "max_exec_time"
     else:
         total, peak = "total_time", "max_time"
-    since = ",\n       max(s.stats_since)::text AS since" if version >= (1, 11) else ""
+    since = ",\n         max(s.stats_since)::text AS since" if version >= (1, 11) else ""
+    since_cur = ", c.since" if since else ""
+    since_gone = ", NULL::text" if since else ""
     own_oid = "(SELECT oid FROM pg_roles WHERE rolname = current_user)"
     own = f"AND s.userid <> {own_oid}"
     return f"""
-SELECT s.userid::text AS userid, s.queryid::text AS queryid,
-       s.userid = {own_oid} AS own,
-       sum(s.calls)::float8 AS calls,
-       sum(s.{total})::float8 AS total_ms,
-       max(s.{peak})::float8 AS max_ms,
-       sum(s.rows)::float8 AS rows{since}
-FROM {quote_ident(schema)}.pg_stat_statements(showtext := false) s
-WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND s.queryid IS NOT NULL {own if exclude_own_role else ""}
-GROUP BY s.userid, s.queryid
+WITH cur AS (
+  SELECT s.userid::bigint AS userid, s.queryid, s.userid = {own_oid} AS own,
+         sum(s.calls)::float8 AS calls,
+         sum(s.{total})::float8 AS total_ms,
+         max(s.{peak})::float8 AS max_ms,
+         sum(s.rows)::float8 AS rows{since}
+  FROM {quote_ident(schema)}.pg_stat_statements(showtext := false) s
+  WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND s.queryid IS NOT NULL {own if exclude_own_role else ""}
+  GROUP BY s.userid, s.queryid
+), prev AS (
+  SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::float8[]) AS p(userid, queryid, calls)
+)
+SELECT 'entry' AS kind, c.userid::text AS userid, c.queryid::text AS queryid, c.own,
+       c.calls, c.total_ms, c.max_ms, c.rows{since_cur}
+FROM cur c LEFT JOIN prev p ON p.userid = c.userid AND p.queryid = c.queryid
+WHERE p.calls IS DISTINCT FROM c.calls
+UNION ALL
+SELECT 'gone', p.userid::text, p.queryid::text, NULL::boolean,
+       NULL::float8, NULL::float8, NULL::float8, NULL::float8{since_gone}
+FROM prev p
+WHERE NOT EXISTS (SELECT 1 FROM cur c WHERE c.userid = p.userid AND c.queryid = p.queryid)
 """
+
+
+class EntrySnapshot:
+    """The full set of entries, rebuilt from each read's changes (pure)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], Row] = {}
+
+    def params(self) -> tuple[list[int], list[int], list[float]]:
+        """The previous read, as the three arrays :func:`build_sql` takes."""
+        keys = list(self.entries)
+        return (
+            [int(u) for u, _ in keys],
+            [int(q) for _, q in keys],
+            [float(self.entries[k]["calls"] or 0) for k in keys],
+        )
+
+    def apply(self, changes: Sequence[Row]) -> list[Row]:
+        """Every entry after ``changes`` (``kind`` ``entry`` or ``gone``)."""
+        for row in changes:
+            key = (str(row["userid"]), str(row["queryid"]))
+            if row.get("kind") == "gone":
+                self.entries.pop(key, None)
+            else:
+                self.entries[key] = row
+        return list(self.entries.values())
 
 
 @dataclass(frozen=True)
@@ -273,7 +319,7 @@ class StatementsProbe:
         retention_seconds: float = 900.0,
         max_series: int = 100,
         app_schema: str = "public",
-        text_refresh_seconds: float = 300.0,
+        text_refresh_seconds: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tracker = StatementTracker(top_n)
@@ -282,6 +328,7 @@ class StatementsProbe:
         )
         self.app = AppStatements(app_schema, text_refresh_seconds=text_refresh_seconds, clock=clock)
         self.exclude_own_role = exclude_own_role
+        self.snapshot = EntrySnapshot()
         self.clock = clock
         self._state: str | None = None
 
@@ -309,7 +356,7 @@ class StatementsProbe:
         schema = str(ext["schema_name"])
         sql = build_sql(schema, str(ext["version"]), exclude_own_role=self.exclude_own_role)
         try:
-            rows = await session.fetch(sql)
+            rows = self.snapshot.apply(await session.fetch(sql, self.snapshot.params()))
             unknown = self.app.to_classify(rows)
             if unknown:
                 texts = await session.fetch(

@@ -62,7 +62,7 @@ def test_overrides_reach_the_probes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(indexes, IndexesProbe) and indexes.names == ("A_idx",)
     statements = probes["statements"]
     assert isinstance(statements, StatementsProbe) and statements.tracker.top_n == 5
-    assert statements.membership.max_series == 100 and statements.app.text_refresh_seconds == 300
+    assert statements.membership.max_series == 100 and statements.app.text_refresh_seconds == 600
     migrations = probes["migrations"]
     assert isinstance(migrations, MigrationsProbe) and migrations.max_invalid == 3
     assert s.probe_settings()["plans"].interval_seconds == 120

@@ -18,7 +18,7 @@ from exporter.probes.app_statements import (
     fingerprint,
     texts_sql,
 )
-from exporter.probes.statements import SeriesMembership, StatementTracker, ranked
+from exporter.probes.statements import EntrySnapshot, SeriesMembership, StatementTracker, ranked
 from tests.health.conftest import series
 
 STORED_RECENT = (
@@ -285,3 +285,24 @@ def test_series_stay_stable_while_the_ranking_shifts() -> None:
     # every statement ranked in the top 3 at some point and never left the top 6
     assert all(h == list("abcdef") for h in history[3:])
     assert history[:3] == [list("abc"), list("abcd"), list("abcde")]
+
+
+def test_entry_snapshot_rebuilds_the_full_set_from_changes() -> None:
+    snap = EntrySnapshot()
+    assert snap.params() == ([], [], [])
+    full = snap.apply([{**row("1", 5, 50), "kind": "entry"}, {**row("2", 1, 1), "kind": "entry"}])
+    assert sorted(r["queryid"] for r in full) == ["1", "2"]
+    assert snap.params() == ([10, 10], [1, 2], [5.0, 1.0])
+    # only what changed comes back: 1 ran again, 2 is gone (reset or evicted), 3 is new
+    full = snap.apply(
+        [
+            {**row("1", 6, 60), "kind": "entry"},
+            {"kind": "gone", "userid": "10", "queryid": "2"},
+            {**row("3", 1, 1, userid="11"), "kind": "entry"},
+        ]
+    )
+    assert sorted((r["userid"], r["queryid"], r["calls"]) for r in full) == [
+        ("10", "1", 6),
+        ("11", "3", 1),
+    ]
+    assert snap.apply([]) == full  # nothing changed: nothing transferred, nothing lost
