@@ -474,6 +474,45 @@ def alerts(job: str = DEFAULT_JOB) -> list[Alert]:
             queries on that table are stalled.
             """,
         ),
+        # PgBouncer (issue 11 §2; only when the exporter reads a PgBouncer admin console).
+        # Its pools' utilization is covered by GeckoConnectionPoolSaturated (pool="pgbouncer/…").
+        _alert(
+            "GeckoPgBouncerClientsWaiting",
+            "warning",
+            'gecko_pgbouncer_clients{state="waiting"} > 0',
+            "pgbouncerWaitingFor",
+            "Clients are queueing in PgBouncer for a database connection.",
+            """
+            {{ $value }} client(s) of PgBouncer pool {{ $labels.database }}/{{ $labels.user }}
+            on {{ $labels.instance }} have been waiting for a server connection for
+            <<pgbouncerWaitingFor>>: the pool is exhausted and queries queue.
+            """,
+        ),
+        _alert(
+            "GeckoPgBouncerClientsWaiting",
+            "critical",
+            "gecko_pgbouncer_max_wait_seconds > <<pgbouncerMaxWaitSeconds>>",
+            "pgbouncerMaxWaitFor",
+            "Clients are queueing in PgBouncer for a database connection.",
+            """
+            The oldest client waiting in PgBouncer pool {{ $labels.database }}/{{ $labels.user }}
+            on {{ $labels.instance }} has waited {{ $value | humanizeDuration }}
+            (critical threshold {{ <<pgbouncerMaxWaitSeconds>> | humanizeDuration }}):
+            application requests are slowed by the queue.
+            """,
+        ),
+        _alert(
+            "GeckoPgBouncerDown",
+            "critical",
+            "gecko_pgbouncer_up == 0",
+            "pgbouncerDownFor",
+            "PgBouncer's admin console is not answering.",
+            """
+            gecko-exporter {{ $labels.instance }} cannot read the PgBouncer admin console
+            (gecko_pgbouncer_up = {{ $value }}): PgBouncer is down, frozen or refusing the
+            exporter's login, and the application may not reach its database through it.
+            """,
+        ),
     ]
 
 

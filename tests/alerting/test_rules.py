@@ -34,6 +34,8 @@ CONTRACT_ALERTS = {
     "GeckoQueryPlanRegression",
     "GeckoMigrationFailed",
     "GeckoLockQueueBehindDDL",
+    "GeckoPgBouncerClientsWaiting",  # issue 11 §2
+    "GeckoPgBouncerDown",
     # issue 9 item 8: planned long work has its own alerts, apart from GeckoSlowQuery
     "GeckoLongIndexBuild",
     "GeckoLongBackup",
