@@ -29,14 +29,14 @@ def _open(st: ExitStack, dsn: str, app: str, *, busy: int, idle: int) -> None:
 
 
 @pytest.fixture
-def exporter(gecko_db: GeckoDatabase) -> Iterator[tuple[ExporterProcess, str]]:
+def exporter(gecko_db_any: GeckoDatabase) -> Iterator[tuple[ExporterProcess, str]]:
     tag = secrets.token_hex(3)
     pools = [
         {"name": "backend", "application_name": f"it-{tag}-backend-*", "size": 4},
         {"name": "worker", "application_name": f"it-{tag}-worker", "size": 4},
     ]
     env = fast_probe_env(connections=0.5)
-    with ExporterProcess(gecko_db.monitor_dsn, env=env, config={"pools": pools}) as exp:
+    with ExporterProcess(gecko_db_any.monitor_dsn, env=env, config={"pools": pools}) as exp:
         exp.wait_ready()
         yield exp, tag
 
@@ -56,32 +56,32 @@ def _wait_pool(exp: ExporterProcess, pool: str, ratio: float, instances: int, in
 
 
 def test_prefix_pool_one_saturated_instance_reads_1(
-    gecko_db: GeckoDatabase, exporter: tuple[ExporterProcess, str]
+    gecko_db_any: GeckoDatabase, exporter: tuple[ExporterProcess, str]
 ) -> None:
     exp, tag = exporter
     with ExitStack() as st:
-        _open(st, gecko_db.admin_dsn, f"it-{tag}-backend-a", busy=4, idle=0)
-        _open(st, gecko_db.admin_dsn, f"it-{tag}-backend-b", busy=0, idle=4)
+        _open(st, gecko_db_any.admin_dsn, f"it-{tag}-backend-a", busy=4, idle=0)
+        _open(st, gecko_db_any.admin_dsn, f"it-{tag}-backend-b", busy=0, idle=4)
         _wait_pool(exp, "backend", 1.0, instances=2, in_use=4)  # not 4 / 4 / 2 = 0.5
     with ExitStack() as st:
-        _open(st, gecko_db.admin_dsn, f"it-{tag}-backend-a", busy=3, idle=1)
-        _open(st, gecko_db.admin_dsn, f"it-{tag}-backend-b", busy=3, idle=1)
+        _open(st, gecko_db_any.admin_dsn, f"it-{tag}-backend-a", busy=3, idle=1)
+        _open(st, gecko_db_any.admin_dsn, f"it-{tag}-backend-b", busy=3, idle=1)
         _wait_pool(exp, "backend", 0.75, instances=2, in_use=6)  # not 6 / 4 = 1.5
 
 
 def test_exact_name_pool_instances_are_client_addresses(
-    gecko_db: GeckoDatabase, exporter: tuple[ExporterProcess, str]
+    gecko_db_any: GeckoDatabase, exporter: tuple[ExporterProcess, str]
 ) -> None:
     exp, tag = exporter
-    cluster = gecko_db.require_cluster()
+    cluster = gecko_db_any.require_cluster()
     # the same application_name from two "hosts": TCP 127.0.0.1 and the Unix socket
-    local = f"host={cluster.sockdir} port={cluster.port} dbname={gecko_db.dbname} user=postgres"
+    local = f"host={cluster.sockdir} port={cluster.port} dbname={gecko_db_any.dbname} user=postgres"
     app = f"it-{tag}-worker"
     with ExitStack() as st:
-        _open(st, gecko_db.admin_dsn, app, busy=4, idle=0)
+        _open(st, gecko_db_any.admin_dsn, app, busy=4, idle=0)
         _open(st, local, app, busy=0, idle=2)
         _wait_pool(exp, "worker", 1.0, instances=2, in_use=4)
     with ExitStack() as st:
-        _open(st, gecko_db.admin_dsn, app, busy=3, idle=1)
+        _open(st, gecko_db_any.admin_dsn, app, busy=3, idle=1)
         _open(st, local, app, busy=3, idle=0)
         _wait_pool(exp, "worker", 0.75, instances=2, in_use=6)

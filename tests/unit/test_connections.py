@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from exporter.errors import SettingsError
 from exporter.probes.connections import PoolMatcher, parse
+from exporter.settings import Settings
 
 
 def groups(*items: tuple[str, str, str, int]) -> list[dict]:  # type: ignore[type-arg]
@@ -131,3 +135,15 @@ def test_prefix_matcher() -> None:
     assert PoolMatcher("all", 4, application_name="*").matches("", "x")
     assert PoolMatcher("x", 4, application_name="a*").instance("ab", "10.0.0.1") == "ab"
     assert PoolMatcher("x", 4, application_name="a").instance("a", "10.0.0.1") == "10.0.0.1"
+
+
+def test_star_only_at_the_end_of_a_pool_application_name() -> None:
+    dsn = {"database_url": "postgresql://mon@127.0.0.1:1/privacy"}
+    ok = Settings.from_sources(
+        overrides={**dsn, "pools": [{"name": "b", "application_name": "be-*", "size": 4}]}
+    )
+    assert ok.pools[0].application_name == "be-*"
+    with pytest.raises(SettingsError, match=r"^pools\.0\.application_name: '\*' is allowed only"):
+        Settings.from_sources(
+            overrides={**dsn, "pools": [{"name": "b", "application_name": "be-*-x", "size": 4}]}
+        )
