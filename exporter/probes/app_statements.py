@@ -38,7 +38,7 @@ created are added when it is first counted.
 **The exporter's own executions** (its latency probes run these exact shapes)
 are left out by role: rows of the exporter's own ``userid`` never count.
 
-**Counters never go down.** Per entry ``(userid, queryid)`` the previous totals
+**Counters never go down.** Per entry ``(userid, queryid, toplevel)`` the previous totals
 are kept; each run adds the positive difference. A total that went down (a
 ``pg_stat_statements_reset()``, an eviction and re-creation), or a changed
 ``stats_since`` (PostgreSQL 17+), means the entry started again: its whole
@@ -193,7 +193,7 @@ class AppStatements:
         self.clock = clock or time.monotonic
         #: queryid -> name, or None: not one of the app's statements
         self.names: dict[str, str | None] = {}
-        self._previous: dict[tuple[str, str], EntryTotals] = {}
+        self._previous: dict[tuple[str, str, bool], EntryTotals] = {}
         self._last_texts: float | None = None
         self.totals: dict[str, list[float]] = {n: [0.0, 0.0, 0.0] for n in APP_QUERY_NAMES}
         self.identified: dict[str, bool] = dict.fromkeys(APP_QUERY_NAMES, False)
@@ -232,14 +232,14 @@ class AppStatements:
     def update(self, rows: Sequence[Row]) -> None:
         """Add this run's positive deltas of the app's entries; refresh ``identified``."""
         present: set[str] = set()
-        current: dict[tuple[str, str], EntryTotals] = {}
+        current: dict[tuple[str, str, bool], EntryTotals] = {}
         for row in rows:
             queryid = str(row["queryid"])
             present.add(queryid)
             name = self.names.get(queryid)
             if name is None or row.get("own"):
                 continue
-            key = (str(row.get("userid")), queryid)
+            key = (str(row.get("userid")), queryid, bool(row.get("toplevel", True)))
             totals = EntryTotals.of(row)
             current[key] = totals
             delta = totals.minus(self._previous.get(key))
@@ -250,7 +250,7 @@ class AppStatements:
         self._previous = current
         # the cache lives as long as its queryid stays in pg_stat_statements
         self.names = {q: n for q, n in self.names.items() if q in present}
-        found = {self.names[q] for _, q in current}
+        found = {self.names[q] for _, q, _ in current}
         self.identified = {name: name in found for name in APP_QUERY_NAMES}
 
     def unavailable(self) -> None:

@@ -81,50 +81,48 @@ def version_tuple(version: str) -> tuple[int, ...]:
 def build_sql(schema: str, extension_version: str, *, exclude_own_role: bool) -> str:
     """The entries of this database that changed since the previous read (pure).
 
-    An entry is one (userid, queryid) (top-level and nested summed). The
-    previous read's entries are passed as three arrays (``%s``: userids,
-    queryids, calls); the server answers ``kind = 'entry'`` rows for entries that
-    are new or whose calls changed, with ``userid``, ``queryid`` (text), ``own``
+    An entry is one (userid, queryid, toplevel) of this database. The previous
+    read's entries are passed as four arrays (``%s``: userids, queryids,
+    toplevel flags, calls) and joined (FULL JOIN) with the current ones; the
+    server answers only the entries that are new or whose calls changed
+    (``kind = 'entry'``: ``userid``, ``queryid`` (text), ``toplevel``, ``own``
     (the exporter's role), ``calls``, ``total_ms``, ``max_ms``, ``rows`` and, from
     extension 1.11 (PostgreSQL 17), ``since`` (``stats_since``: tells a re-created
-    entry); and ``kind = 'gone'`` rows for entries no longer there (reset,
-    eviction). Unchanged entries (most of them, most of the time) cost no
-    transfer: sending every entry of a full pg_stat_statements to the client is
-    what makes a naive read expensive (see benchmarks/statement_reads.py).
+    entry)) and those no longer there (``kind = 'gone'``: a reset, an eviction).
+    Unchanged entries, most of them most of the time, are not sent: shipping
+    every entry of a full pg_stat_statements to the client is what makes a naive
+    read expensive (benchmarks/statement_reads.py). ``toplevel`` exists from 1.9
+    (PostgreSQL 14); before, every entry is top-level.
     """
     version = version_tuple(extension_version)
     if version >= (1, 8):
         total, peak = "total_exec_time", "max_exec_time"
     else:
         total, peak = "total_time", "max_time"
-    since = ",\n         max(s.stats_since)::text AS since" if version >= (1, 11) else ""
-    since_cur = ", c.since" if since else ""
-    since_gone = ", NULL::text" if since else ""
+    toplevel = "s.toplevel" if version >= (1, 9) else "true"
+    since_in = ", s.stats_since AS since" if version >= (1, 11) else ""
+    since_out = ",\n       c.since::text AS since" if since_in else ""
     own_oid = "(SELECT oid FROM pg_roles WHERE rolname = current_user)"
     own = f"AND s.userid <> {own_oid}"
     return f"""
-WITH cur AS (
-  SELECT s.userid::bigint AS userid, s.queryid, s.userid = {own_oid} AS own,
-         sum(s.calls)::float8 AS calls,
-         sum(s.{total})::float8 AS total_ms,
-         max(s.{peak})::float8 AS max_ms,
-         sum(s.rows)::float8 AS rows{since}
+SELECT CASE WHEN c.queryid IS NULL THEN 'gone' ELSE 'entry' END AS kind,
+       coalesce(c.userid, p.userid)::text AS userid,
+       coalesce(c.queryid, p.queryid)::text AS queryid,
+       coalesce(c.toplevel, p.toplevel) AS toplevel,
+       c.userid = {own_oid}::bigint AS own,
+       c.calls, c.total_ms, c.max_ms, c.rows{since_out}
+FROM (
+  SELECT s.userid::bigint AS userid, s.queryid, {toplevel} AS toplevel,
+         s.calls::float8 AS calls, s.{total}::float8 AS total_ms,
+         s.{peak}::float8 AS max_ms, s.rows::float8 AS rows{since_in}
   FROM {quote_ident(schema)}.pg_stat_statements(showtext := false) s
   WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
     AND s.queryid IS NOT NULL {own if exclude_own_role else ""}
-  GROUP BY s.userid, s.queryid
-), prev AS (
-  SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::float8[]) AS p(userid, queryid, calls)
-)
-SELECT 'entry' AS kind, c.userid::text AS userid, c.queryid::text AS queryid, c.own,
-       c.calls, c.total_ms, c.max_ms, c.rows{since_cur}
-FROM cur c LEFT JOIN prev p ON p.userid = c.userid AND p.queryid = c.queryid
+) c
+FULL JOIN unnest(%s::bigint[], %s::bigint[], %s::boolean[], %s::float8[])
+  AS p(userid, queryid, toplevel, calls)
+  ON p.userid = c.userid AND p.queryid = c.queryid AND p.toplevel = c.toplevel
 WHERE p.calls IS DISTINCT FROM c.calls
-UNION ALL
-SELECT 'gone', p.userid::text, p.queryid::text, NULL::boolean,
-       NULL::float8, NULL::float8, NULL::float8, NULL::float8{since_gone}
-FROM prev p
-WHERE NOT EXISTS (SELECT 1 FROM cur c WHERE c.userid = p.userid AND c.queryid = p.queryid)
 """
 
 
@@ -132,21 +130,22 @@ class EntrySnapshot:
     """The full set of entries, rebuilt from each read's changes (pure)."""
 
     def __init__(self) -> None:
-        self.entries: dict[tuple[str, str], Row] = {}
+        self.entries: dict[tuple[str, str, bool], Row] = {}
 
-    def params(self) -> tuple[list[int], list[int], list[float]]:
-        """The previous read, as the three arrays :func:`build_sql` takes."""
+    def params(self) -> tuple[list[int], list[int], list[bool], list[float]]:
+        """The previous read, as the four arrays :func:`build_sql` takes."""
         keys = list(self.entries)
         return (
-            [int(u) for u, _ in keys],
-            [int(q) for _, q in keys],
+            [int(u) for u, _, _ in keys],
+            [int(q) for _, q, _ in keys],
+            [t for _, _, t in keys],
             [float(self.entries[k]["calls"] or 0) for k in keys],
         )
 
     def apply(self, changes: Sequence[Row]) -> list[Row]:
         """Every entry after ``changes`` (``kind`` ``entry`` or ``gone``)."""
         for row in changes:
-            key = (str(row["userid"]), str(row["queryid"]))
+            key = (str(row["userid"]), str(row["queryid"]), bool(row.get("toplevel", True)))
             if row.get("kind") == "gone":
                 self.entries.pop(key, None)
             else:

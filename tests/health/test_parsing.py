@@ -258,9 +258,12 @@ def test_statement_columns_follow_the_extension_version(
     version: str, total: str, peak: str, since: bool
 ) -> None:
     sql = statements.build_sql("ext", version, exclude_own_role=False)
-    assert f"sum(s.{total})" in sql and f"max(s.{peak})" in sql
-    assert "sum(s.rows)" in sql and "GROUP BY s.userid, s.queryid" in sql
-    assert ("max(s.stats_since)::text AS since" in sql) is since
+    assert f"s.{total}::float8 AS total_ms" in sql and f"s.{peak}::float8 AS max_ms" in sql
+    assert "s.rows::float8 AS rows" in sql and "FULL JOIN unnest(" in sql
+    assert ("s.stats_since AS since" in sql) is since
+    newer = statements.version_tuple(version) >= (1, 9)
+    toplevel = "s.toplevel AS toplevel" if newer else "true AS toplevel"
+    assert toplevel in sql
     assert '"ext".pg_stat_statements(showtext := false)' in sql
     assert "AS own" in sql and "s.userid <>" not in sql
     assert "s.userid <>" in statements.build_sql("ext", version, exclude_own_role=True)

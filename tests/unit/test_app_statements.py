@@ -115,6 +115,7 @@ def row(
         "max_ms": ms,
         "rows": rows,
         "since": since,
+        "toplevel": True,
     }
 
 
@@ -289,19 +290,21 @@ def test_series_stay_stable_while_the_ranking_shifts() -> None:
 
 def test_entry_snapshot_rebuilds_the_full_set_from_changes() -> None:
     snap = EntrySnapshot()
-    assert snap.params() == ([], [], [])
+    assert snap.params() == ([], [], [], [])
     full = snap.apply([{**row("1", 5, 50), "kind": "entry"}, {**row("2", 1, 1), "kind": "entry"}])
     assert sorted(r["queryid"] for r in full) == ["1", "2"]
-    assert snap.params() == ([10, 10], [1, 2], [5.0, 1.0])
+    assert snap.params() == ([10, 10], [1, 2], [True, True], [5.0, 1.0])
     # only what changed comes back: 1 ran again, 2 is gone (reset or evicted), 3 is new
     full = snap.apply(
         [
             {**row("1", 6, 60), "kind": "entry"},
-            {"kind": "gone", "userid": "10", "queryid": "2"},
+            {"kind": "gone", "userid": "10", "queryid": "2", "toplevel": True},
+            {**row("1", 2, 2), "toplevel": False, "kind": "entry"},  # nested: its own entry
             {**row("3", 1, 1, userid="11"), "kind": "entry"},
         ]
     )
     assert sorted((r["userid"], r["queryid"], r["calls"]) for r in full) == [
+        ("10", "1", 2),
         ("10", "1", 6),
         ("11", "3", 1),
     ]
