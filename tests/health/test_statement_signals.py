@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from datetime import datetime
 
@@ -16,8 +17,9 @@ from exporter.probes.statements import StatementsProbe
 from exporter.probes.tables import TablesProbe
 from exporter.samples import Family
 from gecko_demo import admin
-from tests.conftest import GeckoDatabase
+from tests.conftest import GeckoDatabase, require_tool
 from tests.health.conftest import MONITOR_ROLE, HealthDb, probe_runner, series, value
+from tests.support.exporter_proc import ExporterProcess, fast_probe_env
 
 pytestmark = pytest.mark.integration
 
@@ -284,3 +286,35 @@ def test_statement_series_stay_while_the_ranking_shifts(health_db: HealthDb) -> 
         busy("c", "b")
         third = exported(runner.collect(probe))
         assert qid["a"] not in third and {qid["b"], qid["c"]} <= third
+
+
+def test_daemon_serves_the_app_statements(health_db: HealthDb) -> None:
+    """The real exporter process: every gecko_app_query_* family, values that grow, promtool."""
+    promtool = require_tool("promtool")
+    env = fast_probe_env(statements=1)
+    env["GECKO_STATEMENTS__TEXT_REFRESH_SECONDS"] = "0"
+    with ExporterProcess(health_db.monitor_dsn, env=env) as exp:
+        exp.wait_ready()
+        with health_db.connect(application_name="gecko-advisor-backend") as app:
+            app_traffic(app, 2)
+        for name in APP_QUERY_NAMES:
+            exp.wait_value(
+                "gecko_app_query_identified", lambda v: v == 1, timeout=30, labels={"query": name}
+            )
+        before = exp.value("gecko_app_query_calls_total", query="recent_reports") or 0
+        with health_db.connect(application_name="gecko-advisor-backend") as app:
+            app_traffic(app, 3)
+        exp.wait_value(
+            "gecko_app_query_calls_total",
+            lambda v: v >= before + 3,
+            timeout=30,
+            labels={"query": "recent_reports"},
+        )
+        text = exp.metrics_text()
+    for family in ("calls_total", "exec_time_seconds_total", "rows_total", "identified"):
+        for name in APP_QUERY_NAMES:
+            assert f'gecko_app_query_{family}{{query="{name}"}}' in text
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
