@@ -318,6 +318,11 @@ def _uri(scheme: str, parts: dict[str, Any]) -> str:
     return urlunsplit((scheme, netloc, path, query, ""))
 
 
+def dsn_params(dsn: str) -> dict[str, str]:
+    """libpq's parameters of the DSN (the password too: never log them)."""
+    return {key: str(value) for key, value in conninfo_to_dict(dsn).items() if value is not None}
+
+
 def dsn_without_password(dsn: str) -> str:
     """The DSN with its password removed entirely (safe to print)."""
     return dsn_replace(dsn, password=None)

@@ -26,7 +26,8 @@ import structlog
 
 from exporter.errors import ExporterError
 from gecko_demo import admin, schema
-from gecko_demo.cluster import ServerBinaries, running_cluster
+from gecko_demo.cluster import LocalCluster, ServerBinaries, running_cluster
+from gecko_demo.pgbouncer import PgBouncerServer, PgBouncerTraffic, find_binary
 from gecko_demo.provision import provision_database
 from gecko_demo.workload import BACKEND_APP, WORKER_APP, Incidents, Workload
 
@@ -199,6 +200,7 @@ def _banner(
     scans: int,
     variant: str,
     traffic: Workload | None,
+    pgbouncer: PgBouncerServer | None = None,
 ) -> None:
     lines = [
         "",
@@ -211,6 +213,7 @@ def _banner(
         f"  psql       {admin.psql_command(app_dsn)}",
         "             (as the app: throwaway credentials, gone when the demo stops;"
         " lock a table, run something slow, open connections)",
+        *_pgbouncer_lines(pgbouncer),
     ]
     if traffic is not None:
         lines.append(
@@ -223,6 +226,46 @@ def _banner(
     lines += ["Press Ctrl-C to stop.", ""]
     out.write("\n".join(lines) + "\n")
     out.flush()
+
+
+def _start_pgbouncer(
+    stack: ExitStack, cluster: LocalCluster, dbname: str, app_dsn: str
+) -> PgBouncerServer | None:
+    """A PgBouncer in front of the database with light traffic, when the machine has one."""
+    binary = find_binary()
+    if binary is None:
+        log.info("demo.pgbouncer_not_installed")
+        return None
+    params = admin.dsn_params(app_dsn)
+    user, password = params.get("user", ""), params.get("password", "")
+    bouncer = PgBouncerServer(
+        binary,
+        backend_port=cluster.port,
+        dbname=dbname,
+        users={user: password},
+        pool_size=5,
+        basedir=cluster.basedir / "pgbouncer",  # removed with the server's folder
+    )
+    stack.callback(bouncer.close)
+    bouncer.start()
+    traffic = PgBouncerTraffic(bouncer.client_dsn(user, password))
+    stack.callback(traffic.stop)
+    traffic.start()
+    log.info("demo.pgbouncer_started", port=bouncer.port)
+    return bouncer
+
+
+def _pgbouncer_lines(bouncer: PgBouncerServer | None) -> list[str]:
+    if bouncer is None:
+        return [
+            "  pgbouncer  not installed on this machine: no gecko_pgbouncer_* metrics"
+            " (install the pgbouncer package to see them)"
+        ]
+    return [
+        f"  pgbouncer  127.0.0.1:{bouncer.port} (pool_size {bouncer.pool_size}, transaction"
+        " pooling) with light traffic -> gecko_pgbouncer_*,"
+        ' gecko_connection_pool_utilization_ratio{pool="pgbouncer/gecko/…"}'
+    ]
 
 
 def _next_run_in(url: str, probe: str) -> Callable[[], float | None]:
@@ -297,10 +340,12 @@ def run_demo(
                 progress=True,
             )
             app_dsn, monitor_dsn = db.app_dsn, db.monitor_dsn
+            bouncer = _start_pgbouncer(stack, cluster, DATABASE, app_dsn)
 
             settings = Settings.from_sources(
                 overrides={
                     "database_url": monitor_dsn,
+                    **({"pgbouncer_url": bouncer.admin_url()} if bouncer is not None else {}),
                     "listen_address": f"{listen_host}:{port}",
                     "log_format": log_format,
                     "pools": [
@@ -348,6 +393,7 @@ def run_demo(
                 scans=scans,
                 variant=variant,
                 traffic=traffic,
+                pgbouncer=bouncer,
             )
             app.wait_for_signal()
             switch_signals(_note_signal)

@@ -21,6 +21,7 @@ import pytest
 
 from gecko_demo import main
 from gecko_demo.cluster import ServerBinaries
+from gecko_demo.pgbouncer import find_binary as find_pgbouncer
 from tests.conftest import require_tool
 from tests.support.wait import free_port, wait_until
 
@@ -235,6 +236,21 @@ def test_demo_serves_metrics_and_stops_cleanly_on_sigterm(
         message="gecko_up 1, the app pools busy, both latency probes sampled",
     )
     assert 'gecko_connection_pool_size{pool="backend"} 10.0' in metrics
+    # a PgBouncer in front of the database when the machine has one (issue 11), said either way
+    if find_pgbouncer() is not None:
+        assert "pgbouncer  127.0.0.1:" in banner
+        wait_until(
+            lambda: _metrics_with(
+                run,
+                "gecko_pgbouncer_up 1.0",
+                'gecko_pgbouncer_servers{database="gecko"',
+                'gecko_connection_pool_utilization_ratio{pool="pgbouncer/gecko/gecko_app"}',
+            ),
+            timeout=30,
+            message="PgBouncer read by the demo's exporter",
+        )
+    else:
+        assert "pgbouncer  not installed" in banner
     wait_until(lambda: run.get("/healthz")[0] == 200, timeout=30, message="/healthz 200")
     wait_until(lambda: run.get("/readyz")[0] == 200, timeout=30, message="/readyz 200")
 
