@@ -2,7 +2,7 @@
 
 An embedded server with Gecko data and the app-like workload; the exporter runs
 every probe at its default interval and is scraped like Prometheus does (one
-scrape every ``--scrape-interval`` seconds). The figure is the exporter process's
+scrape every ``--scrape-interval`` seconds, OpenMetrics and gzip accepted). The figure is the exporter process's
 user + system time from /proc over the measured window, after a warm-up.
 
 With ``--profile FILE`` the window is sampled by py-spy (``pip install py-spy``)
@@ -76,9 +76,18 @@ def thread_names(pid: int) -> dict[int, str]:
     return names
 
 
+#: what Prometheus sends (OpenMetrics preferred, gzip)
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "Accept-Encoding": "gzip",
+}
+
+
 def scraper(url: str, interval: float, stop: threading.Event) -> None:
+    request = urllib.request.Request(url + "/metrics", headers=PROMETHEUS_HEADERS)
     while not stop.wait(interval):
-        with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=5) as resp:
             resp.read()
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks._harness import gecko_database
+from benchmarks.cpu_cost import PROMETHEUS_HEADERS
 from gecko_demo.workload import Workload
 from tests.support.wait import free_port
 
@@ -60,6 +61,7 @@ def main() -> None:
     ap.add_argument("--scrape-interval", type=float, default=15.0)
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--out", type=Path, help="also write the merged pstats here")
+    ap.add_argument("--thread", help="only this thread in the tables (e.g. gecko-render)")
     args = ap.parse_args()
 
     from exporter.app import ExporterApp  # noqa: PLC0415 - after the env is set
@@ -78,17 +80,18 @@ def main() -> None:
             undo = profile_threads(profiles)
             app = ExporterApp(settings)
             app.start()
-            undo()
             url = app.url
             time.sleep(args.warmup)
             t0, c0 = time.monotonic(), time.process_time()
             end = t0 + args.seconds
             while time.monotonic() < end:
-                with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+                request = urllib.request.Request(url + "/metrics", headers=PROMETHEUS_HEADERS)
+                with urllib.request.urlopen(request, timeout=5) as resp:
                     resp.read()
                 time.sleep(min(args.scrape_interval, max(0.0, end - time.monotonic())))
             t1, c1 = time.monotonic(), time.process_time()
             app.stop()
+            undo()
         finally:
             workload.stop(10)
     print(f"process CPU while profiled: {(c1 - c0) / (t1 - t0) * 60:.3f} s per minute "
@@ -99,6 +102,8 @@ def main() -> None:
         stats = pstats.Stats(prof, stream=stream)
         total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
         print(f"thread {name}: {total:.3f} CPU s (own time of its calls)")
+        if args.thread is not None and name != args.thread:
+            continue
         merged = stats if merged is None else merged.add(prof)
     if merged is None:
         return

@@ -3,12 +3,11 @@
 * :class:`StoreCollector` turns the result store into metric families (a
   prometheus_client collector; ``describe()`` declares every family it can yield,
   see :mod:`exporter.probes.catalog`).
-* :class:`ExpositionCache` renders the whole exposition in its own thread after the
-  store changes (at most once per ``min_interval``, at least every ``max_age`` so
-  process metrics and ``gecko_up`` stay current), for each content type and
-  encoding that scrapers asked for, so a scrape returns bytes that are ready. A
-  probe's families are converted to exposition text once per recorded run, not at
-  every rendering.
+* :class:`ExpositionCache` renders the whole exposition in its own thread, just
+  before each scraper's next request is due and at least every ``max_age``
+  seconds, for each content type and encoding that scrapers asked for, so a
+  scrape returns bytes that are ready. A probe's families are converted to
+  exposition text once per recorded run, not at every rendering.
 
 This module and :mod:`exporter.server` are the only users of prometheus_client.
 Nothing here touches the database: values come from the latest probe samples.
@@ -18,10 +17,11 @@ from __future__ import annotations
 
 import gzip
 import platform
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import structlog
@@ -32,6 +32,8 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OM_CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -39,7 +41,7 @@ from exporter import __version__
 from exporter.db.session import Health
 from exporter.probes.catalog import PROBE_FAMILIES
 from exporter.samples import Family
-from exporter.store import FAILURE_REASONS, ResultStore
+from exporter.store import FAILURE_REASONS, ProbeState, ResultStore
 
 log = structlog.get_logger("exporter.metrics")
 
@@ -71,6 +73,72 @@ def to_prometheus(family: Family) -> Metric:
     for s in family.samples:
         metric.add_metric(list(s.labels), s.value)
     return metric
+
+
+_LEGACY_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+#: content types whose text :func:`family_text` writes itself (legacy names, no name escaping)
+TEXT_0_0_4 = CONTENT_TYPE_PLAIN_0_0_4
+OPENMETRICS_TYPES = frozenset(
+    {OM_CONTENT_TYPE_LATEST, f"{OM_CONTENT_TYPE_LATEST}; escaping=underscores"}
+)
+
+
+def _num(value: float) -> str:
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def metric_text(metric: Metric, openmetrics: bool) -> bytes | None:
+    """What prometheus_client's encoder writes for ``metric``, written directly.
+
+    prometheus_client checks and escapes names character by character (its
+    OpenMetrics encoder on every sample line), which made most of the cost of a
+    rendering. For plain gauges and counters with plain names
+    (``[a-zA-Z_][a-zA-Z0-9_]*``), no unit, timestamps, exemplars or ``_created``
+    samples, and histograms of such, the text is written here (checked byte for byte
+    against prometheus_client in the tests); ``None`` for anything else.
+    """
+    kind = metric.type
+    if kind not in ("gauge", "counter", "histogram") or metric.unit:
+        return None
+    if not _LEGACY_NAME.fullmatch(metric.name):
+        return None
+    declared = metric.name if openmetrics or kind != "counter" else f"{metric.name}_total"
+    doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    if openmetrics:
+        doc = doc.replace('"', r"\"")
+    out = [f"# HELP {declared} {doc}\n# TYPE {declared} {kind}\n"]
+    allowed = _SAMPLE_SUFFIXES[kind]
+    for sample in metric.samples:
+        suffix = sample.name[len(metric.name) :]
+        if (
+            not sample.name.startswith(metric.name)
+            or suffix not in allowed
+            or sample.timestamp is not None
+            or sample.exemplar is not None
+            or sample.native_histogram is not None
+        ):
+            return None
+        labels = sorted(sample.labels.items())
+        if labels:
+            if not all(_LEGACY_NAME.fullmatch(k) for k, _ in labels):
+                return None
+            text = "{" + ",".join(f'{k}="{_label_value(v)}"' for k, v in labels) + "}"
+        else:
+            text = ""
+        out.append(f"{sample.name}{text} {_num(sample.value)}\n")
+    return "".join(out).encode()
+
+
+#: sample name suffixes :func:`metric_text` writes, by type
+_SAMPLE_SUFFIXES: dict[str, frozenset[str]] = {
+    "gauge": frozenset({""}),
+    "counter": frozenset({"_total"}),
+    "histogram": frozenset({"_bucket", "_count", "_sum"}),
+}
 
 
 def exposed_names(name: str, kind: str) -> tuple[str, ...]:
@@ -191,6 +259,19 @@ class _Noted:
         self.noted = tuple(sampled(f, note) for f in families)
 
 
+class _DropRecorder(MergeConflicts):
+    """Counts drops in ``into`` and remembers them (a reused merge counts them again)."""
+
+    def __init__(self, into: MergeConflicts) -> None:
+        super().__init__()
+        self.into = into
+        self.drops: list[tuple[Family, str]] = []
+
+    def dropped(self, family: Family, kept: str) -> None:
+        self.drops.append((family, kept))
+        self.into.dropped(family, kept)
+
+
 class StoreCollector(Collector):
     """Yields the exporter's metrics from the result store (no I/O)."""
 
@@ -209,6 +290,10 @@ class StoreCollector(Collector):
         self.conflicts = MergeConflicts()
         self._noted: dict[tuple[str, bool], _Noted] = {}
         self._noted_lock = threading.Lock()
+        #: the last merge: its input, output and dropped families (with what they clashed with)
+        self._last_merge: tuple[list[Family], list[Family], list[tuple[Family, str]]] | None = None
+        #: families merged from several: name -> (the parts, the merged family)
+        self._combined: dict[str, tuple[list[Family], Family]] = {}
 
     def describe(self) -> Iterable[Metric]:
         """Every family this collector can yield: its own and those of the registered probes.
@@ -239,18 +324,62 @@ class StoreCollector(Collector):
                 self._noted[key] = hit
             return hit.noted
 
-    def collect(self) -> Iterator[Metric]:
-        for part in self.parts():
-            yield to_prometheus(part) if isinstance(part, Family) else part
+    def _merged(self, families: list[Family]) -> list[Family]:
+        """:func:`merge`, reused while the families are the same objects (drops still counted)."""
+        with self._noted_lock:
+            last = self._last_merge
+        if (
+            last is not None
+            and len(last[0]) == len(families)
+            and all(a is b for a, b in zip(last[0], families, strict=True))
+        ):
+            for fam, kept in last[2]:
+                self.conflicts.dropped(fam, kept)
+            return last[1]
+        recorder = _DropRecorder(self.conflicts)
+        merged = merge(families, recorder, _RESERVED)
+        # a family merged from several is a new object: keep the previous one while its parts
+        # are the same objects, so a renderer does not convert it again
+        inputs = {id(f) for f in families}
+        combined: dict[str, tuple[list[Family], Family]] = {}
+        for i, fam in enumerate(merged):
+            if id(fam) in inputs:
+                continue
+            parts = [
+                f
+                for f in families
+                if f.name == fam.name and f.kind == fam.kind and f.labelnames == fam.labelnames
+            ]
+            before = self._combined.get(fam.name)
+            if (
+                before is not None
+                and len(before[0]) == len(parts)
+                and all(a is b for a, b in zip(before[0], parts, strict=True))
+            ):
+                merged[i] = before[1]
+            combined[fam.name] = (parts, merged[i])
+        with self._noted_lock:
+            self._last_merge = (families, merged, recorder.drops)
+            self._combined = combined
+        return merged
 
-    def parts(self) -> list[Metric | Family]:
-        """The exposition in order: own families as metrics, the probes' as neutral families.
+    def collect(self) -> Iterator[Metric]:
+        pieces = self.pieces()
+        yield from pieces.head
+        yield from state_families(pieces.states)
+        yield pieces.connect_failures
+        for fam in pieces.families:
+            yield to_prometheus(fam)
+        yield pieces.conflicts
+
+    def pieces(self) -> Pieces:
+        """What an exposition is made of, in output order (see :class:`Pieces`).
 
         The probes' families are the store's objects (with their HELP note, made once per
         run), so a renderer can reuse what it converted before for the same object.
         """
         now = self.clock()
-        states = self.store.snapshot()
+        states = sorted(self.store.snapshot().items())
         up = GaugeMetricFamily(
             "gecko_up",
             "1 while the database answers the exporter's sampled round trips, 0 when it does not "
@@ -263,48 +392,8 @@ class StoreCollector(Collector):
             labels=["version", "python_version"],
         )
         build.add_metric([__version__, platform.python_version()], 1.0)
-
-        success = GaugeMetricFamily(
-            "gecko_probe_success", "1 if the probe's last run succeeded.", labels=["probe"]
-        )
-        duration = GaugeMetricFamily(
-            "gecko_probe_duration_seconds", "Wall time of the probe's last run.", labels=["probe"]
-        )
-        last_ok = GaugeMetricFamily(
-            "gecko_probe_last_success_timestamp_seconds",
-            "Unix time of the probe's last successful run.",
-            labels=["probe"],
-        )
-        interval = GaugeMetricFamily(
-            "gecko_probe_interval_seconds", "Configured interval of the probe.", labels=["probe"]
-        )
-        runs = CounterMetricFamily(
-            "gecko_probe_runs_total", "Probe runs started.", labels=["probe"]
-        )
-        failures = CounterMetricFamily(
-            "gecko_probe_failures_total", "Failed probe runs by reason.", labels=["probe", "reason"]
-        )
-        last_run = GaugeMetricFamily(
-            "gecko_probe_last_run_timestamp_seconds",
-            "Unix time the probe last completed a run, whatever its outcome (the exporter's "
-            "start until its first run).",
-            labels=["probe"],
-        )
         families: list[Family] = []
-        for name, state in sorted(states.items()):
-            if state.last_run_wall is not None:
-                last_run.add_metric([name], state.last_run_wall)
-            interval.add_metric([name], state.interval_seconds)
-            runs.add_metric([name], float(state.runs))
-            counts = dict(state.failures)
-            for reason in FAILURE_REASONS:
-                failures.add_metric([name, reason], float(counts.get(reason, 0)))
-            if state.last_success is not None:
-                success.add_metric([name], 1.0 if state.last_success else 0.0)
-            if state.last_duration_seconds is not None:
-                duration.add_metric([name], state.last_duration_seconds)
-            if state.last_success_wall is not None:
-                last_ok.add_metric([name], state.last_success_wall)
+        for name, state in states:
             families.extend(self._with_note(name, True, state.persistent, state.note))
             if state.fresh(now):
                 families.extend(self._with_note(name, False, state.families, state.note))
@@ -315,21 +404,77 @@ class StoreCollector(Collector):
         )
         for reason, count in self.health.connect_failures().items():
             connect_failures.add_metric([reason], float(count))
-        own = (up, build, success, duration, last_ok, last_run, interval, runs, failures)
-        out: list[Metric | Family] = [*own, connect_failures]
-        reserved = [n for m in (*own, connect_failures) for n in exposed_names(m.name, m.type)]
-        reserved += exposed_names(CONFLICTS_METRIC, "counter")
-        out.extend(merge(families, self.conflicts, reserved))
-        out.append(
-            CounterMetricFamily(
-                CONFLICTS_METRIC,
-                "Probe metric families left out of a rendering because another family already "
-                "exposes their name with another type or labels (each name logged once as "
-                "metric_conflict).",
-                value=float(self.conflicts.total),
-            )
+        merged = self._merged(families)
+        conflicts = CounterMetricFamily(
+            CONFLICTS_METRIC,
+            "Probe metric families left out of a rendering because another family already "
+            "exposes their name with another type or labels (each name logged once as "
+            "metric_conflict).",
+            value=float(self.conflicts.total),
         )
-        return out
+        return Pieces([up, build], states, connect_failures, merged, conflicts)
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """An exposition in output order: ``head`` (gecko_up, build info), the probes' run
+    state (:func:`state_families` of ``states``), ``connect_failures``, the probes'
+    merged ``families``, then ``conflicts``."""
+
+    head: list[Metric]
+    states: list[tuple[str, ProbeState]]
+    connect_failures: Metric
+    families: list[Family]
+    conflicts: Metric
+
+
+#: names the probes' families may not take (the collector's own)
+_RESERVED: tuple[str, ...] = tuple(
+    n for name, kind in OWN_FAMILIES for n in exposed_names(name, kind)
+)
+
+
+def state_families(states: Iterable[tuple[str, ProbeState]]) -> list[Metric]:
+    """``gecko_probe_*`` families of these probes' run states (in :data:`STATE_FAMILIES` order)."""
+    success = GaugeMetricFamily(
+        "gecko_probe_success", "1 if the probe's last run succeeded.", labels=["probe"]
+    )
+    duration = GaugeMetricFamily(
+        "gecko_probe_duration_seconds", "Wall time of the probe's last run.", labels=["probe"]
+    )
+    last_ok = GaugeMetricFamily(
+        "gecko_probe_last_success_timestamp_seconds",
+        "Unix time of the probe's last successful run.",
+        labels=["probe"],
+    )
+    interval = GaugeMetricFamily(
+        "gecko_probe_interval_seconds", "Configured interval of the probe.", labels=["probe"]
+    )
+    runs = CounterMetricFamily("gecko_probe_runs_total", "Probe runs started.", labels=["probe"])
+    failures = CounterMetricFamily(
+        "gecko_probe_failures_total", "Failed probe runs by reason.", labels=["probe", "reason"]
+    )
+    last_run = GaugeMetricFamily(
+        "gecko_probe_last_run_timestamp_seconds",
+        "Unix time the probe last completed a run, whatever its outcome (the exporter's "
+        "start until its first run).",
+        labels=["probe"],
+    )
+    for name, state in states:
+        if state.last_run_wall is not None:
+            last_run.add_metric([name], state.last_run_wall)
+        interval.add_metric([name], state.interval_seconds)
+        runs.add_metric([name], float(state.runs))
+        counts = dict(state.failures)
+        for reason in FAILURE_REASONS:
+            failures.add_metric([name, reason], float(counts.get(reason, 0)))
+        if state.last_success is not None:
+            success.add_metric([name], 1.0 if state.last_success else 0.0)
+        if state.last_duration_seconds is not None:
+            duration.add_metric([name], state.last_duration_seconds)
+        if state.last_success_wall is not None:
+            last_ok.add_metric([name], state.last_success_wall)
+    return [success, duration, last_ok, last_run, interval, runs, failures]
 
 
 def self_metrics() -> list[Collector]:
@@ -382,18 +527,26 @@ class _Variant:
     gzip: bool
     body: bytes = b""
     rendered_at: float = float("-inf")
-    requested_at: float = 0.0
+    requested_at: float = float("-inf")
+    #: seconds between its last two requests (a scraper's interval)
+    gap: float | None = None
 
 
 class ExpositionCache:
     """The exposition, rendered in a background thread so that scrapes only read bytes.
 
-    Rendering starts after a store write (at most once per ``min_interval``
-    seconds) and happens at least every ``max_age`` seconds (process metrics,
-    ``gecko_up`` going stale). Only the variants (content type, gzip) requested in
-    the last ``forget_after`` seconds are rendered; the first request of a variant
-    renders it in the request thread once. Each probe family is converted to text
-    once per content type and recorded run (``_chunks``), not at every rendering.
+    Scrapers are regular, so the render thread renders each requested variant
+    (content type, gzip) ``lead`` seconds before its next request is expected
+    (the last request plus the interval between the last two), and at least every
+    ``max_age`` seconds (a scraper that is not regular), never more often than every
+    ``min_interval`` seconds (process metrics are at most that old). A scrape
+    therefore sees the store as it was at most about ``lead`` seconds before (at
+    most ``max_age``), and the exposition is rendered a few times per scrape
+    interval rather than after every probe run (with a 1 s probe that cost more
+    CPU than all the sampling). Variants not requested for ``forget_after`` seconds
+    are no longer rendered; the first request of a variant renders it in the
+    request thread. Each probe family is converted to text once per recorded run
+    (see :meth:`_document`), not at every rendering.
     """
 
     def __init__(
@@ -402,14 +555,16 @@ class ExpositionCache:
         collector: StoreCollector,
         others: Iterable[Collector] = (),
         *,
+        lead: float = 1.0,
         min_interval: float = 1.0,
         max_age: float = 5.0,
         forget_after: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
-        gzip_level: int = 6,
+        gzip_level: int = 1,
     ) -> None:
         self.store = store
         self.collector = collector
+        self.lead = lead
         self.min_interval = min_interval
         self.max_age = max_age
         self.forget_after = forget_after
@@ -419,14 +574,12 @@ class ExpositionCache:
         self._others = list(others)
         self._lock = threading.Lock()  # one rendering at a time
         self._variants: dict[tuple[str, bool], _Variant] = {}
-        #: per content type: id(family) -> (family, its text); rebuilt at every rendering
-        self._chunks: dict[str, dict[int, tuple[Family, bytes]]] = {}
-        self._trailer: dict[str, bytes] = {}
-        self._changed = threading.Event()
+        #: per content type: what was converted to text before (see _Converted)
+        self._converted: dict[str, _Converted] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_render = float("-inf")
         self.renders = 0
-        store.on_change(self._changed.set)
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -435,25 +588,34 @@ class ExpositionCache:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._changed.set()
         if self._thread is not None:
             self._thread.join(5)
 
     def _loop(self) -> None:
-        last = float("-inf")
         while not self._stopping.is_set():
-            self._changed.wait(self.max_age)
-            wait = last + self.min_interval - self.clock()
-            if wait > 0 and self._stopping.wait(wait):
+            delay = self.next_render() - self.clock()
+            if delay > 0 and self._stopping.wait(delay):
                 return
-            if self._stopping.is_set():
-                return
-            self._changed.clear()
-            last = self.clock()
             try:
                 self.refresh()
-            except Exception as exc:  # noqa: BLE001 - the next change renders again
+            except Exception as exc:  # noqa: BLE001 - the next one renders again
                 log.error("render_failed", error=type(exc).__name__)  # noqa: TRY400
+                self._last_render = self.clock()
+
+    def next_render(self) -> float:
+        """When the render thread renders next (clock time)."""
+        last = self._last_render
+        due = last + self.max_age
+        with self._lock:
+            variants = list(self._variants.values())
+        for variant in variants:
+            if variant.gap is None or variant.gap < self.min_interval:
+                continue
+            expected = variant.requested_at + variant.gap
+            while expected - self.lead <= last:  # ready for that one: the one after
+                expected += variant.gap
+            due = min(due, expected - self.lead)
+        return max(due, last + self.min_interval)
 
     # -- scrapes ------------------------------------------------------------------------
     def body(self, content_type: str, encoder: Encoder, gz: bool) -> bytes:
@@ -469,6 +631,10 @@ class ExpositionCache:
                     self._variants[key] = variant
                 if variant.rendered_at == float("-inf"):
                     self._render({key: variant}, now)
+        if now > variant.requested_at:
+            variant.gap = (
+                now - variant.requested_at if variant.requested_at > float("-inf") else None
+            )
         variant.requested_at = now
         return variant.body
 
@@ -482,50 +648,129 @@ class ExpositionCache:
                     del self._variants[key]
             if self._variants:
                 self._render(dict(self._variants), now)
+            self._last_render = now
 
     def _render(self, variants: dict[tuple[str, bool], _Variant], now: float) -> None:
-        parts = self.collector.parts()
+        pieces = self.collector.pieces()
         others = [m for c in self._others for m in c.collect()]
         plain: dict[str, bytes] = {}
         for (content_type, gz), variant in variants.items():
             body = plain.get(content_type)
             if body is None:
-                body = self._document(content_type, variant.encoder, parts, others)
+                body = self._document(content_type, variant.encoder, pieces, others)
                 plain[content_type] = body
             variant.body = gzip.compress(body, compresslevel=self.gzip_level) if gz else body
             variant.rendered_at = now
         self.renders += 1
 
     def _document(
-        self,
-        content_type: str,
-        encoder: Encoder,
-        parts: list[Metric | Family],
-        others: list[Metric],
+        self, content_type: str, encoder: Encoder, pieces: Pieces, others: list[Metric]
     ) -> bytes:
-        trailer = self._trailer.get(content_type)
-        if trailer is None:
+        """The exposition from converted pieces; only what changed since the last one is encoded.
+
+        Probe families are converted once per object (a new object per recorded run);
+        each probe's ``gecko_probe_*`` sample lines once per run state.
+        """
+        cached = self._converted.get(content_type)
+        if cached is None:
             trailer = encode(encoder, [])  # b"" or OpenMetrics' "# EOF\n"
-            self._trailer[content_type] = trailer
-        old = self._chunks.get(content_type, {})
-        chunks: dict[int, tuple[Family, bytes]] = {}
-        out: list[bytes] = []
-        pending: list[Metric] = []
-        for part in parts:
-            if not isinstance(part, Family):
-                pending.append(part)
-                continue
-            if pending:
-                out.append(_strip(encode(encoder, pending), trailer))
-                pending = []
-            hit = old.get(id(part))
-            if hit is None or hit[0] is not part:
-                hit = (part, _strip(encode(encoder, [to_prometheus(part)]), trailer))
-            chunks[id(part)] = hit
-            out.append(hit[1])
-        out.append(encode(encoder, [*pending, *others]))  # ends with the trailer
-        self._chunks[content_type] = chunks
+            headers = [_strip(encode(encoder, [m]), trailer) for m in state_families([])]
+            # (metric_text writes the same headers: checked in the tests)
+            cached = _Converted(
+                trailer,
+                headers,
+                fast=content_type == TEXT_0_0_4 or content_type in OPENMETRICS_TYPES,
+                openmetrics=content_type in OPENMETRICS_TYPES,
+            )
+            self._converted[content_type] = cached
+        trailer = cached.trailer
+        metrics: dict[tuple[object, ...], bytes] = {}
+
+        def convert(metric: Metric) -> bytes:
+            fast = metric_text(metric, cached.openmetrics) if cached.fast else None
+            return fast if fast is not None else _strip(encode(encoder, [metric]), trailer)
+
+        def text(metric: Metric) -> bytes:
+            """A metric's text, reused while its samples are the same."""
+            key = _metric_key(metric)
+            done = cached.metrics.get(key)
+            if done is None:
+                done = convert(metric)
+            metrics[key] = done
+            return done
+
+        out = [text(m) for m in pieces.head]
+        lines: list[list[bytes]] = [[] for _ in cached.headers]
+        states: dict[str, tuple[ProbeState, list[bytes]]] = {}
+        for name, state in pieces.states:
+            hit = cached.states.get(name)
+            if hit is None or hit[0] is not state:
+                hit = (
+                    state,
+                    _split(
+                        b"".join(convert(m) for m in state_families([(name, state)])),
+                        cached.headers,
+                    ),
+                )
+            states[name] = hit
+            for i, chunk in enumerate(hit[1]):
+                lines[i].append(chunk)
+        cached.states = states
+        for header, family_lines in zip(cached.headers, lines, strict=True):
+            out.append(header)
+            out.extend(family_lines)
+        out.append(text(pieces.connect_failures))
+        families: dict[int, tuple[Family, bytes]] = {}
+        for fam in pieces.families:
+            done = cached.families.get(id(fam))
+            if done is None or done[0] is not fam:
+                done = (fam, convert(to_prometheus(fam)))
+            families[id(fam)] = done
+            out.append(done[1])
+        cached.families = families
+        out.append(text(pieces.conflicts))
+        out.extend(text(m) for m in others)
+        out.append(trailer)
+        cached.metrics = metrics
         return b"".join(out)
+
+
+@dataclass
+class _Converted:
+    """What a content type's renderings reuse: text converted once per object."""
+
+    trailer: bytes
+    #: HELP and TYPE lines of each :func:`state_families` family
+    headers: list[bytes]
+    #: probe families written by :func:`family_text` (OpenMetrics or text 0.0.4)
+    fast: bool = False
+    openmetrics: bool = False
+    #: probe -> (its run state, the sample lines of each state family)
+    states: dict[str, tuple[ProbeState, list[bytes]]] = field(default_factory=dict)
+    #: id(family) -> (family, its text)
+    families: dict[int, tuple[Family, bytes]] = field(default_factory=dict)
+    #: the text of the other metrics (own, self-metrics) by name, type, help and samples
+    metrics: dict[tuple[object, ...], bytes] = field(default_factory=dict)
+
+
+def _metric_key(metric: Metric) -> tuple[object, ...]:
+    samples = tuple((s.name, tuple(s.labels.items()), s.value, s.timestamp) for s in metric.samples)
+    return (metric.name, metric.type, metric.documentation, metric.unit, samples)
+
+
+def _split(text: bytes, headers: list[bytes]) -> list[bytes]:
+    """The sample lines of each family in ``text`` (encoded families with these headers)."""
+    starts = []
+    pos = 0
+    for header in headers:
+        pos = text.index(header, pos)
+        starts.append(pos)
+        pos += len(header)
+    ends = [*starts[1:], len(text)]
+    return [
+        text[start + len(header) : end]
+        for start, end, header in zip(starts, ends, headers, strict=True)
+    ]
 
 
 def _strip(text: bytes, trailer: bytes) -> bytes:

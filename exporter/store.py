@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from exporter.samples import Family
@@ -61,15 +60,6 @@ class ResultStore:
         self._lock = threading.Lock()
         self._states: dict[str, ProbeState] = {}
         self._version = 0
-        self._listeners: list[Callable[[], None]] = []
-
-    def on_change(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` (in the writer's thread, outside the lock) after every write."""
-        self._listeners.append(listener)
-
-    def _changed(self) -> None:
-        for listener in self._listeners:
-            listener()
 
     @property
     def version(self) -> int:
@@ -82,7 +72,6 @@ class ResultStore:
                 name, interval_seconds, timeout_seconds, last_run_wall=time.time()
             )
             self._version += 1
-        self._changed()
 
     def record(
         self,
@@ -124,7 +113,6 @@ class ResultStore:
                 )
             self._states[name] = replace(state, **updates)  # type: ignore[arg-type]
             self._version += 1
-        self._changed()
 
     def snapshot(self) -> dict[str, ProbeState]:
         with self._lock:

@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 
 from exporter.db.session import Health
 from exporter.metrics import StoreCollector, build_registry, merge
-from exporter.samples import Histogram, counter, gauge, histogram
+from exporter.samples import Family, Histogram, counter, gauge, histogram
 from exporter.store import ResultStore
 from tests.conftest import require_tool
 from tests.support.exporter_proc import parse_metrics
@@ -171,23 +171,23 @@ def test_probe_families_are_converted_once_per_run() -> None:
                  monotonic=clock.now)  # fmt: skip
     cache = ExpositionCache(store, collector)
     cache.body("t", generate_latest, gz=False)
-    converted = dict(cache._chunks["t"])  # what the renderer keeps per family
+    converted = dict(cache._converted["t"].families)  # what the renderer keeps per family
     cache.refresh()
     cache.refresh()
-    assert cache._chunks["t"] == converted  # same objects: not converted again
-    assert all(a[1] is b[1] for a, b in zip(converted.values(), cache._chunks["t"].values(),
+    assert cache._converted["t"].families == converted  # same objects: not converted again
+    assert all(a[1] is b[1] for a, b in zip(converted.values(), cache._converted["t"].families.values(),
                                               strict=True))  # fmt: skip
     store.record("scan_lookup", success=True, duration_seconds=0.01, families=[fam],
                  monotonic=clock.now)  # fmt: skip
     cache.refresh()
-    assert cache._chunks["t"] != converted  # a new run: converted again
+    assert cache._converted["t"].families != converted  # a new run: converted again
 
 
-def test_render_thread_follows_store_writes() -> None:
+def test_render_thread_renders_at_least_every_max_age() -> None:
     from exporter.metrics import ExpositionCache  # noqa: PLC0415
 
     store, _, collector = make(Clock())
-    cache = ExpositionCache(store, collector, min_interval=0.05, max_age=30)
+    cache = ExpositionCache(store, collector, min_interval=0.05, max_age=0.1)
     cache.start()
     try:
         before = cache.body("t", generate_latest, gz=False)
@@ -199,6 +199,27 @@ def test_render_thread_follows_store_writes() -> None:
         assert parse_metrics(text)[key] == 1
     finally:
         cache.stop()
+
+
+def test_renders_just_before_the_next_expected_scrape() -> None:
+    from exporter.metrics import ExpositionCache  # noqa: PLC0415
+
+    clock = Clock()
+    store, _, collector = make(clock)
+    cache = ExpositionCache(store, collector, lead=1, min_interval=1, max_age=5, clock=clock)
+    cache.refresh()
+    assert cache.next_render() == clock.now + 5  # nothing asked for: every max_age
+    cache.body("t", generate_latest, gz=False)  # first scrape (rendered for it)
+    clock.now += 15
+    cache.body("t", generate_latest, gz=False)  # every 15 s: next one expected at +15
+    cache.refresh()
+    assert cache.next_render() == clock.now + 5  # max_age first ...
+    clock.now += 10
+    cache.refresh()
+    assert cache.next_render() == clock.now + 4  # ... then 1 s before the scrape at +15
+    clock.now += 4
+    cache.refresh()
+    assert cache.next_render() == clock.now + 5  # ready for it: max_age again
 
 
 def test_collector_describes_its_families_and_the_registry_catches_collisions() -> None:
@@ -215,3 +236,62 @@ class ConstCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("process_fake_bytes", "Fake.", value=42.0)
+
+
+TRICKY_FAMILIES = [
+    gauge("gecko_g", 'Help with "quotes", back\\slash\nand a newline; ünïcode.',
+          labelnames=("a", "b"),
+          values={('x"y', "back\\slash"): 1.5, ("new\nline", "ü"): -0.0, ("z", "a"): 1e-9}),
+    gauge("gecko_empty", "No samples."),
+    gauge("gecko_one", "One.", 3),
+    counter("gecko_c_total", "A counter.", labelnames=("probe",), values={("p",): 2e9, ("q",): 0}),
+    histogram("gecko_h_seconds", "A histogram.", [Histogram().snapshot()]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_metric_text_is_what_prometheus_client_writes(openmetrics: bool) -> None:
+    from exporter.metrics import encode, metric_text, self_metrics, to_prometheus  # noqa: PLC0415
+
+    h = Histogram()
+    for v in (0.0004, 0.1, 7.0, 11.0):
+        h.observe(v)
+    labelled = Family("gecko_hl_seconds", "histogram", "By op.", ("op",), (),
+                      (h.snapshot(("read",)), h.snapshot(('w"rite',))))  # fmt: skip
+    metrics = [to_prometheus(f) for f in [*TRICKY_FAMILIES, labelled]]
+    metrics += [m for c in self_metrics() for m in c.collect()]  # process, platform, GC
+    encoder = om_generate_latest if openmetrics else generate_latest
+    for metric in metrics:
+        expected = encode(encoder, [metric]).removesuffix(b"# EOF\n")
+        assert metric_text(metric, openmetrics) == expected, metric.name
+    assert metric_text(to_prometheus(gauge("gecko:colon", "x", 1)), openmetrics) is None
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "",
+        "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3",
+        "application/openmetrics-text",
+        "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+        "text/plain;version=1.0.0;escaping=underscores",
+    ],
+)
+def test_cached_exposition_equals_the_library_for_every_content_type(accept: str) -> None:
+    from prometheus_client.exposition import choose_encoder  # noqa: PLC0415
+
+    from exporter.metrics import ExpositionCache  # noqa: PLC0415
+
+    clock = Clock()
+    store, health, collector = make(clock)
+    health.last_reached = clock.now
+    store.record("scan_lookup", success=True, duration_seconds=0.01, monotonic=clock.now,
+                 families=TRICKY_FAMILIES[:3], persistent=TRICKY_FAMILIES[3:])  # fmt: skip
+    encoder, content_type = choose_encoder(accept)
+    others = [ConstCollector()]
+    cache = ExpositionCache(store, collector, others)
+    cache.refresh()
+    cache.body(content_type, encoder, gz=True)
+    cache.refresh()  # from converted pieces
+    body = gzip.decompress(cache.body(content_type, encoder, gz=True))
+    assert body == encoder(build_registry(collector, others))
