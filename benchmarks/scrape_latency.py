@@ -24,6 +24,7 @@ import time
 import urllib.request
 
 from benchmarks._harness import exporter, gecko_database
+from benchmarks.cpu_cost import PROMETHEUS_HEADERS
 from gecko_demo.workload import Workload
 
 
@@ -51,17 +52,20 @@ def python_client(url: str, seconds: float, scrapers: int, pause: float) -> list
     return latencies
 
 
-def wrk_client(url: str, seconds: float, connections: int) -> str:
+def wrk_client(url: str, seconds: float, connections: int, *, prometheus: bool = False) -> str:
+    headers = [a for k, v in PROMETHEUS_HEADERS.items() for a in ("-H", f"{k}: {v}")]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", url + "/metrics"],
+        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency",
+         *(headers if prometheus else []), url + "/metrics"],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout
+    ).stdout  # fmt: skip
     pick = {k: re.search(rf"^\s+{k}%\s+(\S+)", out, re.M) for k in ("50", "99")}
     rate = re.search(r"Requests/sec:\s+(\S+)", out)
     return (
-        f"wrk, {connections} connection(s) back to back: "
+        f"wrk, {connections} connection(s) back to back"
+        f"{' (OpenMetrics, gzip)' if prometheus else ''}: "
         f"{rate.group(1) if rate else '?'} req/s, "
         f"p50 {pick['50'].group(1) if pick['50'] else '?'}, "
         f"p99 {pick['99'].group(1) if pick['99'] else '?'}"
@@ -85,6 +89,7 @@ def main() -> None:
                     lines.extend(
                         wrk_client(url, args.seconds, c) for c in sorted({1, args.scrapers})
                     )
+                    lines.append(wrk_client(url, args.seconds, args.scrapers, prometheus=True))
                 else:
                     lines.append("wrk not installed (apt-get install wrk): skipped")
                 latencies = python_client(url, args.seconds, args.scrapers, args.pause)

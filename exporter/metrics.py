@@ -539,7 +539,9 @@ class ExpositionCache:
     (content type, gzip) ``lead`` seconds before its next request is expected
     (the last request plus the interval between the last two), and at least every
     ``max_age`` seconds (a scraper that is not regular), never more often than every
-    ``min_interval`` seconds (process metrics are at most that old). A scrape
+    ``min_interval`` seconds (process metrics are at most that old); every
+    ``min_interval`` seconds for a client that polls more often than every
+    ``lead + min_interval`` seconds. A scrape
     therefore sees the store as it was at most about ``lead`` seconds before (at
     most ``max_age``), and the exposition is rendered a few times per scrape
     interval rather than after every probe run (with a 1 s probe that cost more
@@ -577,6 +579,7 @@ class ExpositionCache:
         #: per content type: what was converted to text before (see _Converted)
         self._converted: dict[str, _Converted] = {}
         self._stopping = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_render = float("-inf")
         self.renders = 0
@@ -588,14 +591,16 @@ class ExpositionCache:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(5)
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
             delay = self.next_render() - self.clock()
-            if delay > 0 and self._stopping.wait(delay):
-                return
+            if delay > 0 and self._wake.wait(delay):
+                self._wake.clear()
+                continue  # stopping, or a scraper to plan for
             try:
                 self.refresh()
             except Exception as exc:  # noqa: BLE001 - the next one renders again
@@ -609,8 +614,11 @@ class ExpositionCache:
         with self._lock:
             variants = list(self._variants.values())
         for variant in variants:
-            if variant.gap is None or variant.gap < self.min_interval:
+            if variant.gap is None:
                 continue
+            if variant.gap <= self.lead + self.min_interval:  # polled often: as often as allowed
+                due = last + self.min_interval
+                break
             expected = variant.requested_at + variant.gap
             while expected - self.lead <= last:  # ready for that one: the one after
                 expected += variant.gap
@@ -632,9 +640,12 @@ class ExpositionCache:
                 if variant.rendered_at == float("-inf"):
                     self._render({key: variant}, now)
         if now > variant.requested_at:
+            first_gap = variant.gap is None
             variant.gap = (
                 now - variant.requested_at if variant.requested_at > float("-inf") else None
             )
+            if first_gap and variant.gap is not None:
+                self._wake.set()  # a new scraper's interval: the render thread plans anew
         variant.requested_at = now
         return variant.body
 

@@ -220,6 +220,11 @@ def test_renders_just_before_the_next_expected_scrape() -> None:
     clock.now += 4
     cache.refresh()
     assert cache.next_render() == clock.now + 5  # ready for it: max_age again
+    clock.now += 0.5
+    cache.body("t", generate_latest, gz=False)  # a client polling every 0.5 s ...
+    clock.now += 0.5
+    cache.body("t", generate_latest, gz=False)
+    assert cache.next_render() == clock.now  # ... gets a rendering every min_interval
 
 
 def test_collector_describes_its_families_and_the_registry_catches_collisions() -> None:
