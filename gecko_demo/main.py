@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import sys
@@ -19,6 +20,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
 from types import FrameType
 from typing import Final, TextIO
 
@@ -190,10 +192,28 @@ def _plan_note(variant: str) -> list[str]:
     ]
 
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def _gate_lines(dsn_file: Path) -> list[str]:
+    """How to try the migration gate on this database, in another terminal."""
+    env = f"GECKO_DATABASE_URL_FILE={shlex.quote(str(dsn_file))}"
+    risky = shlex.quote(str(MIGRATIONS / "risky"))
+    safe = shlex.quote(str(MIGRATIONS / "safe"))
+    return [
+        "Migration gate (examples from the analysis: risky, and a safe rewrite of each):",
+        f"  gecko-exporter lint {risky}                 # exit 1: findings",
+        f"  gecko-exporter lint {safe}                  # exit 0",
+        f"  {env} gecko-exporter preflight {risky}      # go / no-go right now",
+        f"  {env} gecko-exporter verify                  # did it go well?",
+    ]
+
+
 def _banner(
     out: TextIO,
     *,
     url: str,
+    dsn_file: Path | None = None,
     monitor_dsn: str,
     app_dsn: str,
     major: int,
@@ -223,6 +243,8 @@ def _banner(
         if traffic.incidents is not None:
             lines += _incident_lines(traffic.incidents)
     lines += _plan_note(variant)
+    if dsn_file is not None:
+        lines += _gate_lines(dsn_file)
     lines += ["Press Ctrl-C to stop.", ""]
     out.write("\n".join(lines) + "\n")
     out.flush()
@@ -384,9 +406,15 @@ def run_demo(
                 stack.callback(_stop_workload, traffic)  # stopped before the exporter
                 traffic.start()
             app.start()
+            # the exporter role's DSN for the gate commands: a private file in the demo's
+            # folder (removed with it), never a password on a command line
+            dsn_file = cluster.basedir / "monitor.dsn"
+            dsn_file.touch(mode=0o600)
+            dsn_file.write_text(monitor_dsn + "\n", encoding="utf-8")
             _banner(
                 stream,
                 url=app.url,
+                dsn_file=dsn_file,
                 monitor_dsn=monitor_dsn,
                 app_dsn=app_dsn,
                 major=binaries.major,

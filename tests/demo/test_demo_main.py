@@ -222,6 +222,22 @@ def test_demo_serves_metrics_and_stops_cleanly_on_sigterm(
         env={**_env(), "PATH": f"/usr/lib/postgresql/15/bin:{os.environ['PATH']}"},
     )  # fmt: skip
     assert answer.stdout.strip() == "gecko_app", answer.stderr
+    # ...and the migration gate's commands, each runnable as printed against this database
+    gate = [line.strip().split("  #")[0].strip() for line in banner.splitlines()
+            if "gecko-exporter " in line and line.strip().split()[0] != "Press"]  # fmt: skip
+    assert [c for c in gate if " lint " in c] and [c for c in gate if " preflight " in c], banner
+    assert [c for c in gate if c.endswith("verify")], banner
+    env = {**_env(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for command in gate:
+        done = subprocess.run([require_tool("bash"), "-c", command], capture_output=True,
+                              text=True, timeout=120, check=False, env=env)  # fmt: skip
+        expected = {1} if "risky" in command and " lint " in command else {0, 1}
+        if " lint " in command and "safe" in command:
+            expected = {0}
+        assert done.returncode in expected, (command, done.returncode, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr
+    dsn_file = next(c for c in gate if "GECKO_DATABASE_URL_FILE=" in c).split()[0].split("=", 1)[1]
+    assert Path(dsn_file).parent == basedir and (Path(dsn_file).stat().st_mode & 0o077) == 0
 
     metrics = wait_until(
         lambda: _metrics_with(
