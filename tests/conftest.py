@@ -16,6 +16,7 @@ With ``CI=true`` a missing tool is a failure, never a skip.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 
 from gecko_demo import schema
 from gecko_demo.cluster import LocalCluster, ServerBinaries, make_basedir
@@ -32,7 +34,29 @@ from gecko_demo.provision import provision_database
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_DSN = os.environ.get("GECKO_TEST_DSN")
 MONITOR_ROLE = "gecko_monitor"
+#: one password for the monitor role on every database of a server: roles are cluster-wide,
+#: so a database provisioned later must not change the password of one provisioned earlier
+MONITOR_PASSWORD = secrets.token_urlsafe(18)
 DEFAULT_SCANS = int(os.environ.get("GECKO_TEST_SCANS", "3000"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Each test starts with structlog's and the stdlib root logger's configuration as found.
+
+    Code under test configures logging process-wide (``cli.main`` run in-process sets a
+    level filter and renderers): left in place, it would hide the events a later test
+    captures with ``structlog.testing.capture_logs``.
+    """
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def require_tool(name: str, path: str | None = None) -> str:
@@ -77,6 +101,7 @@ def build_gecko_database(
         scans=scans,
         variant=variant,
         monitor_role=MONITOR_ROLE,
+        monitor_password=MONITOR_PASSWORD,
     )
     return GeckoDatabase(
         db.superuser_dsn, db.monitor_dsn, db.monitor_password, db.dbname, db.major, cluster

@@ -61,8 +61,8 @@ def test_top_statements_of_the_last_interval(health_db: HealthDb) -> None:
     with probe_runner(health_db.monitor_dsn) as runner:
         baseline = series(runner.collect(probe), "gecko_statement_calls_total")  # deltas from here
         with health_db.connect(application_name="gecko-backend") as conn:
-            for _ in range(3):
-                conn.execute("SELECT pg_sleep(%s)", (0.05,))
+            for _ in range(3):  # 0.6 s: more than the counts take on a loaded machine
+                conn.execute("SELECT pg_sleep(%s)", (0.2,))
             for n in range(8):  # more distinct statements than top_n
                 conn.execute(f'SELECT count(*) FROM "Issue" WHERE "sortWeight" > {n}')
             queryid = conn.fetchval(
