@@ -300,3 +300,12 @@ def test_cached_exposition_equals_the_library_for_every_content_type(accept: str
     cache.refresh()  # from converted pieces
     body = gzip.decompress(cache.body(content_type, encoder, gz=True))
     assert body == encoder(build_registry(collector, others))
+
+
+def test_every_probe_declares_its_families() -> None:
+    from exporter.probes.catalog import PROBE_FAMILIES  # noqa: PLC0415
+    from exporter.settings import PROBE_NAMES  # noqa: PLC0415
+
+    assert set(PROBE_FAMILIES) == set(PROBE_NAMES)
+    for families in PROBE_FAMILIES.values():
+        assert all(name.startswith("gecko_") for name, _ in families)
