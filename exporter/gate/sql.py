@@ -186,10 +186,20 @@ def read_sql(path: Path) -> str:
     except OSError as exc:
         raise GateInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise GateInputError(f"{path}:{line}: not valid UTF-8") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:  # the parser would stop there and everything after it go unchecked
+        line = data[:nul].count(b"\n") + 1
+        raise GateInputError(f"{path}:{line}: contains a NUL byte (PostgreSQL cannot take it)")
+    if text.startswith("\ufeff"):  # PostgreSQL reads it as part of the first word
+        raise GateInputError(
+            f"{path}:1: starts with a UTF-8 byte order mark"
+            " (PostgreSQL rejects it: save the file without one)"
+        )
+    return text
 
 
 # --------------------------------------------------------------------------- parsing
@@ -206,7 +216,8 @@ def parse_sql(sql: str, file: Path) -> list[Statement]:
     except postgast.PgQueryError as exc:
         pos = exc.cursorpos - 1 if exc.cursorpos > 0 else len(data)
         line = data[:pos].count(b"\n") + 1
-        raise GateInputError(f"{file}:{line}: {exc.message}") from None
+        message = exc.message.replace("\r", "\\r").replace("\n", "\\n")  # one line
+        raise GateInputError(f"{file}:{line}: {message}") from None
     out: list[Statement] = []
     prev_end = 0
     for raw in tree.stmts:

@@ -398,3 +398,27 @@ def test_bad_layouts_raise_one_line_errors(tmp_path: Path) -> None:
     bad.write_bytes(b"SELECT 1;\nSELECT '\xe9';\n")
     with pytest.raises(GateInputError, match=r"latin1\.sql:2: not valid UTF-8"):
         load_migrations([bad])
+
+
+def test_error_quoting_a_newline_stays_one_line(tmp_path: Path) -> None:
+    # PostgreSQL's "at or near" token may span lines (an unterminated $$ string)
+    with pytest.raises(GateInputError) as err:
+        parse_sql("SELECT 1;\nSELECT $$open\nmore\n", tmp_path / "m.sql")
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{tmp_path / 'm.sql'}:2: unterminated dollar-quoted string")
+
+
+def test_nul_byte_is_bad_input_not_a_silent_pass(tmp_path: Path) -> None:
+    # the parser stops at a NUL: everything after it (and squawk's findings) would vanish
+    bad = tmp_path / "nul.sql"
+    bad.write_bytes(b'SELECT 1;\nCREATE INDEX "i" ON "Scan"("a");\x00\nDROP TABLE "Scan";\n')
+    with pytest.raises(GateInputError, match=r"nul\.sql:2: contains a NUL byte"):
+        load_migrations([bad])
+
+
+def test_byte_order_mark_is_named(tmp_path: Path) -> None:
+    # PostgreSQL reads U+FEFF as part of the first word: the deploy would fail on it
+    bom = tmp_path / "bom.sql"
+    bom.write_bytes(b'\xef\xbb\xbfCREATE INDEX "i" ON "Scan"("a");\n')
+    with pytest.raises(GateInputError, match=r"bom\.sql:1: starts with a UTF-8 byte order mark"):
+        load_migrations([bom])
