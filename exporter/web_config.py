@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from exporter.errors import SettingsError
+from exporter.settings import _StrictLoader
 
 #: a web config file is a few lines; refuse anything that is clearly not one
 MAX_FILE_BYTES = 1 << 20
@@ -223,12 +224,16 @@ def load_web_config(path: Path | str) -> WebConfig:
 def parse_web_config(text: str, path: Path) -> WebConfig:
     """Parse the file's text; relative paths resolve against ``path``'s directory."""
     try:
-        data = yaml.safe_load(text)
+        # the config file's loader: duplicate keys are errors (as in exporter-toolkit's strict
+        # reading), an over-long integer stays text for the field check to reject
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise SettingsError(f"{problem}{where}") from None
+    except RecursionError:
+        raise SettingsError("nested too deeply") from None
     try:
         return _parse(data, path)
     except _Invalid as exc:

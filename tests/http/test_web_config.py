@@ -217,3 +217,21 @@ def test_go_durations(text: str, seconds: float) -> None:
 def test_bad_go_durations(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # exporter-toolkit reads the file strictly: a repeated user (or key) is an error there too
+        (
+            f"basic_auth_users:\n  prom: '{HASH}'\n  prom: '{HASH}'\n",
+            "duplicate key 'prom' at line 3",
+        ),
+        ("[" * 100_000 + "\n", "nested too deeply"),
+        ("rate_limit: {interval: 1s, burst: " + "9" * 5000 + "}\n", "rate_limit.burst:"),
+    ],
+)
+def test_hostile_yaml_is_one_line_not_a_traceback(tmp_path: Path, text: str, expected: str) -> None:
+    message = error_of(tmp_path, text)
+    assert expected in message
+    assert "9999999999" not in message
