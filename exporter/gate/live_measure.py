@@ -251,13 +251,27 @@ def parse_baseline(path: Path, data: Any) -> Baseline:
     return Baseline(str(data.get("captured_at", "")), plans, latency)
 
 
+MAX_BASELINE_BYTES = 16 * 1024 * 1024  # a baseline is a few KiB: plans and latency of 5 queries
+
+
 def read_baseline(path: Path) -> Baseline:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:  # bounded: /dev/zero or a FIFO must not grow the process
+            raw = fh.read(MAX_BASELINE_BYTES + 1)
     except OSError as exc:
         raise BaselineError(f"--baseline {path}: cannot read ({exc.strerror})") from None
+    if len(raw) > MAX_BASELINE_BYTES:
+        raise BaselineError(f"--baseline {path}: larger than {MAX_BASELINE_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BaselineError(f"--baseline {path}: not UTF-8 (byte {exc.start})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BaselineError(f"--baseline {path}: invalid JSON at line {exc.lineno}") from None
+    except ValueError:  # an integer beyond Python's digit limit
+        raise BaselineError(f"--baseline {path}: invalid JSON (a number too long)") from None
+    except RecursionError:
+        raise BaselineError(f"--baseline {path}: nested too deeply") from None
     return parse_baseline(path, data)
