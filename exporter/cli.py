@@ -247,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError as exc:
             return _fail(
                 f"demo: missing package {exc.name!r}; install the demo extra: "
-                "pip install 'gecko-exporter[demo]'"
+                "pip install '.[demo]' in a clone of the repository"
+                " (pip install 'gecko-exporter[demo]' from a package index)"
             )
 
         try:
