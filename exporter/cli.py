@@ -26,8 +26,9 @@ from exporter.settings import DEFAULT_PORT, Settings
 EXIT_USAGE = 2
 
 
-#: a flag name that may be echoed in an error (never a value: that could be a DSN)
-_FLAG_NAME = re.compile(r"--?[A-Za-z][A-Za-z0-9-]{0,39}")
+#: a flag name that may be echoed in an error (never a value: that could be a DSN); dotted
+#: names like --web.config.file are flags too
+_FLAG_NAME = re.compile(r"--?[A-Za-z][A-Za-z0-9-]{0,39}(\.[A-Za-z0-9-]{1,39}){0,3}")
 
 
 class _Parser(argparse.ArgumentParser):
