@@ -120,6 +120,12 @@ def parse_dsn(dsn: str) -> dict[str, str]:
             "is an ambiguous URI: percent-encode '@' (%40) and '/' (%2F) in the user name, "
             "password and parameter values"
         )
+    if is_uri(dsn) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in dsn.strip()):
+        # libpq keeps a raw newline in the URI (a secret file's second line ends up in dbname,
+        # which logs and the landing page show): a URI must percent-encode it
+        raise ValueError(
+            "is a URI with a raw control character (a second line?): percent-encode it"
+        )
     return {key: str(value) for key, value in params.items() if value is not None}
 
 
