@@ -11,9 +11,25 @@ from __future__ import annotations
 import argparse
 import time
 import urllib.request
+from pathlib import Path
 
 from benchmarks._harness import exporter, gecko_database, rss_bytes
 from gecko_demo.workload import Workload
+
+
+def rss_split(pid: int) -> tuple[int, int]:
+    """Anonymous and file-backed resident bytes.
+
+    On a shared machine the kernel may drop a process's clean file pages (shared
+    libraries) under memory pressure: RSS then falls without the process freeing
+    anything, so the split says which part moved.
+    """
+    fields = dict.fromkeys(("RssAnon:", "RssFile:"), 0)
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(maxsplit=1)[0] if line else ""
+        if key in fields:
+            fields[key] = int(line.split()[1]) * 1024
+    return fields["RssAnon:"], fields["RssFile:"]
 
 
 def main() -> None:
@@ -35,8 +51,11 @@ def main() -> None:
                     elapsed = time.monotonic() - start
                     if not samples or elapsed - samples[-1][0] >= 30:
                         samples.append((elapsed, rss_bytes(pid)))
+                        anon, file = rss_split(pid)
                         print(
-                            f"t={elapsed:6.0f}s rss={samples[-1][1] / 2**20:6.1f} MiB", flush=True
+                            f"t={elapsed:6.0f}s rss={samples[-1][1] / 2**20:6.1f} MiB "
+                            f"(anon {anon / 2**20:.1f}, file {file / 2**20:.1f})",
+                            flush=True,
                         )
                     time.sleep(5)
                 samples.append((time.monotonic() - start, rss_bytes(pid)))
