@@ -786,4 +786,8 @@ def split_host_port(value: str) -> tuple[str, int]:
             raise ValueError(f"{value!r} is not host:port")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"port {port_text!r} is not a number between 1 and 65535")
+    try:  # what bind() does with a name: a byte that is not UTF-8 or a label > 63 fails there
+        host.encode("idna")
+    except UnicodeError:
+        raise ValueError("host is not a valid host name or address") from None
     return host or "0.0.0.0", int(port_text)  # noqa: S104 - documented default: all interfaces
