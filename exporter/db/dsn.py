@@ -111,6 +111,10 @@ def parse_dsn(dsn: str) -> dict[str, str]:
     """libpq's parameters of the DSN; ``ValueError`` (not quoting it) when unusable."""
     if not dsn.strip():
         raise ValueError("is empty")
+    try:  # a non-UTF-8 byte of the environment (a lone surrogate): the codec's error quotes it
+        dsn.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not UTF-8 text") from None
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:

@@ -27,3 +27,12 @@ def test_key_value_form_may_span_lines() -> None:
     # libpq separates key=value pairs by any whitespace, newlines included
     assert parse_dsn("host=db\nport=5432\nuser=u")["port"] == "5432"
     assert parse_dsn("postgresql://u:p%0Aq@db/privacy")["password"] == "p\nq"
+
+
+def test_dsn_that_is_not_utf8_is_rejected_without_quoting_it() -> None:
+    # Python reads a non-UTF-8 byte of an environment variable as a lone surrogate; the
+    # encoder's own message quoted that character of the password
+    with pytest.raises(ValueError) as err:
+        parse_dsn("postgresql://u:pw\udcffS3cret@db/privacy")
+    assert str(err.value) == "is not UTF-8 text"
+    assert "S3cret" not in describe_target("postgresql://u:pw\udcffS3cret@db/privacy")
