@@ -220,11 +220,13 @@ def parse_sql(sql: str, file: Path) -> list[Statement]:
         raise GateInputError(f"{file}:{line}: {message}") from None
     out: list[Statement] = []
     prev_end = 0
+    counted, line = 0, 1  # lines counted incrementally: recounting from 0 is quadratic
     for raw in tree.stmts:
         start = _skip_trivia(data, raw.stmt_location)
         end = raw.stmt_location + raw.stmt_len if raw.stmt_len else len(data)
         text = data[start:end].decode("utf-8").rstrip()
-        line = data[:start].count(b"\n") + 1
+        line += data.count(b"\n", counted, start)
+        counted = start
         line_start = data.rfind(b"\n", 0, start) + 1
         column = len(data[line_start:start].decode("utf-8")) + 1
         end_line = line + text.count("\n")

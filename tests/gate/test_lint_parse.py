@@ -422,3 +422,13 @@ def test_byte_order_mark_is_named(tmp_path: Path) -> None:
     bom.write_bytes(b'\xef\xbb\xbfCREATE INDEX "i" ON "Scan"("a");\n')
     with pytest.raises(GateInputError, match=r"bom\.sql:1: starts with a UTF-8 byte order mark"):
         load_migrations([bom])
+
+
+def test_line_numbers_of_a_long_data_migration(tmp_path: Path) -> None:
+    # counted incrementally: recounting from the file's start per statement took 20 s for
+    # 60 000 INSERTs (1.5 MB); the numbers must stay exact
+    sql = "-- seed\n" + "".join(f"INSERT INTO t VALUES ({i});\n\n" for i in range(3000))
+    stmts = parse_sql(sql, tmp_path / "seed.sql")
+    assert [s.line for s in stmts[:3]] == [2, 4, 6]
+    assert stmts[-1].line == 2 + 2 * 2999
+    assert all(s.column == 1 for s in stmts)
