@@ -488,10 +488,14 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, secrets masked."""
         data = self.model_dump(mode="json")
-        if self.database_url is not None:
-            data["database_url"] = mask_dsn(self.database_url.get_secret_value())
-        if self.pgbouncer_url is not None:
-            data["pgbouncer_url"] = mask_dsn(self.pgbouncer_url.get_secret_value())
+        # from GECKO_*_URL or its secret file: what the exporter will use, masked (a DSN that
+        # is not set or unreadable stays None here: it is reported where it is used)
+        for key, read in (("database_url", self.dsn), ("pgbouncer_url", self.pgbouncer_dsn)):
+            try:
+                value = read()
+            except SettingsError:
+                value = None
+            data[key] = mask_dsn(value) if value is not None else None
         data["probes"] = {
             name: probe.model_dump(mode="json") for name, probe in self.probe_settings().items()
         }
