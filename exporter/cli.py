@@ -179,8 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="start a bundled PostgreSQL with synthetic Gecko Advisor data and serve it"
     )
     demo.add_argument("--scans", type=int, default=20000, help="scans to generate (default 20000)")
-    demo.add_argument("--port", type=int, default=DEFAULT_PORT, help="exporter HTTP port")
-    demo.add_argument("--host", default="127.0.0.1", help="exporter HTTP listen host")
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"exporter HTTP port (default {DEFAULT_PORT})",
+    )
+    demo.add_argument(
+        "--host", default="127.0.0.1", help="exporter HTTP listen host (default 127.0.0.1)"
+    )
     demo.add_argument(
         "--pg-major",
         type=int,
@@ -195,7 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="indexes as replayed by the incremental Prisma chain (default) or a fresh install",
     )
     demo.add_argument("--seed", type=int, default=1, help="seed of the synthetic data")
-    demo.add_argument("--log-format", choices=["json", "console"], default="console")
+    demo.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        default="console",
+        help="log lines (default console)",
+    )
     live_command.add_parsers(sub)
     sub.add_parser("version", help="print the version")
     lint_command.add_parser(sub)
