@@ -64,6 +64,7 @@ def env(health_db: HealthDb, monkeypatch: pytest.MonkeyPatch) -> HealthDb:
 
 
 def preflight(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()  # only this command's output: set-up may have logged to stdout
     code = main(["preflight", "--format", "json", *args])
     out = capsys.readouterr().out
     return code, json.loads(out)

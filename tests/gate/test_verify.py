@@ -38,6 +38,7 @@ def env(health_db: HealthDb, monkeypatch: pytest.MonkeyPatch) -> HealthDb:
 
 
 def verify(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()  # only this command's output: set-up may have logged to stdout
     code = main(["verify", "--format", "json", "--runs", RUNS, *args])
     return code, json.loads(capsys.readouterr().out)
 
