@@ -66,6 +66,13 @@ OTHER_ENV_VARS = frozenset(
 PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
 
 
+def _no_duplicates(names: list[str], what: str) -> None:
+    """Raise ``ValueError`` naming every name given more than once."""
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate {what} name(s): {', '.join(dupes)}")
+
+
 class ProbeSettings(BaseModel):
     """Cadence of one probe."""
 
@@ -312,10 +319,7 @@ class GateSettings(BaseModel):
     @field_validator("invariants")
     @classmethod
     def _unique_invariants(cls, value: list[InvariantSettings]) -> list[InvariantSettings]:
-        names = [i.name for i in value]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate invariant name(s): {', '.join(dupes)}")
+        _no_duplicates([i.name for i in value], "invariant")
         return value
 
 
@@ -423,10 +427,7 @@ class Settings(BaseSettings):
     @field_validator("pools")
     @classmethod
     def _unique_pools(cls, value: list[PoolSettings]) -> list[PoolSettings]:
-        names = [p.name for p in value]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate pool name(s): {', '.join(dupes)}")
+        _no_duplicates([p.name for p in value], "pool")
         return value
 
     @model_validator(mode="after")

@@ -7,17 +7,10 @@ layer names modes the way the documentation does ("ACCESS EXCLUSIVE");
 
 from __future__ import annotations
 
-#: Modes from weakest to strongest.
-MODES: tuple[str, ...] = (
-    "ACCESS SHARE",
-    "ROW SHARE",
-    "ROW EXCLUSIVE",
-    "SHARE UPDATE EXCLUSIVE",
-    "SHARE",
-    "SHARE ROW EXCLUSIVE",
-    "EXCLUSIVE",
-    "ACCESS EXCLUSIVE",
-)
+from exporter.gate.sql import LOCK_LEVELS
+
+#: Modes from weakest to strongest (the parse layer's levels, without "no lock").
+MODES: tuple[str, ...] = LOCK_LEVELS[1:]
 
 _CONFLICTS: dict[str, frozenset[str]] = {
     "ACCESS SHARE": frozenset({"ACCESS EXCLUSIVE"}),
