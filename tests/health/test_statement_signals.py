@@ -62,11 +62,13 @@ def test_top_statements_of_the_last_interval(health_db: HealthDb) -> None:
         baseline = series(runner.collect(probe), "gecko_statement_calls_total")  # deltas from here
         with health_db.connect(application_name="gecko-backend") as conn:
             for _ in range(3):  # 0.6 s: more than the counts take on a loaded machine
-                conn.execute("SELECT pg_sleep(%s)", (0.2,))
+                conn.execute("SELECT pg_sleep(%s) AS top_statement_test", (0.2,))
             for n in range(8):  # more distinct statements than top_n
                 conn.execute(f'SELECT count(*) FROM "Issue" WHERE "sortWeight" > {n}')
             queryid = conn.fetchval(
-                "SELECT queryid::text FROM pg_stat_statements WHERE query LIKE 'SELECT pg_sleep%%' "
+                # exactly this statement: other tests' pg_sleep statements share the database
+                "SELECT queryid::text FROM pg_stat_statements "
+                "WHERE query = 'SELECT pg_sleep($1) AS top_statement_test' "
                 "AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
             )
             own = conn.fetchall(
