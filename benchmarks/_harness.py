@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.db.session import Database, SessionOptions
 from gecko_demo.cluster import LocalCluster, ServerBinaries, make_basedir
 from gecko_demo.provision import provision_database
 from tests.support.exporter_proc import ExporterProcess
@@ -58,3 +59,17 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
+
+
+def exporter_database(monitor_dsn: str) -> Database:
+    """The exporter's lanes with its default session settings (for in-process probe runs)."""
+    return Database(
+        monitor_dsn,
+        SessionOptions(
+            application_name="gecko-exporter",
+            connect_timeout_seconds=5,
+            lock_timeout_seconds=0.1,
+            backoff_initial_seconds=0.1,
+            backoff_max_seconds=1,
+        ),
+    )

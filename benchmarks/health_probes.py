@@ -23,7 +23,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from exporter.db.session import Database, SessionOptions
+from benchmarks._harness import exporter_database
+from exporter.db.session import Database
 from exporter.probes.base import Probe
 from exporter.probes.registry import build_probes
 from exporter.settings import Settings
@@ -108,16 +109,7 @@ async def measure(
 
 
 async def run_all(monitor_dsn: str, admin_dsn: str, runs: int, settings: Settings) -> list[Result]:
-    db = Database(
-        monitor_dsn,
-        SessionOptions(
-            application_name="gecko-exporter",
-            connect_timeout_seconds=5,
-            lock_timeout_seconds=0.1,
-            backoff_initial_seconds=0.1,
-            backoff_max_seconds=1,
-        ),
-    )
+    db = exporter_database(monitor_dsn)
     cadence = settings.probe_settings()
     results = []
     try:

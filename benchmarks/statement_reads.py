@@ -27,7 +27,8 @@ import statistics
 import time
 from datetime import datetime
 
-from exporter.db.session import Database, SessionOptions
+from benchmarks._harness import exporter_database
+from exporter.db.session import Database
 from exporter.probes import app_queries
 from exporter.probes.statements import StatementsProbe
 from exporter.settings import DEFAULT_PROBES, StatementsSettings
@@ -118,16 +119,7 @@ async def run(monitor_dsn: str, admin_dsn: str, entries: int, runs: int) -> None
         text_refresh_seconds=defaults.text_refresh_seconds,
         clock=clock,
     )
-    db = Database(
-        monitor_dsn,
-        SessionOptions(
-            application_name="gecko-exporter",
-            connect_timeout_seconds=5,
-            lock_timeout_seconds=0.1,
-            backoff_initial_seconds=0.1,
-            backoff_max_seconds=1,
-        ),
-    )
+    db = exporter_database(monitor_dsn)
     try:
         with admin.connect(admin_dsn, application_name="gecko-bench") as conn:
             async with db.lane(probe.lane).session(8.0) as session:  # connect first

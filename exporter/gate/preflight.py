@@ -800,30 +800,34 @@ def index_checks(catalog: Row, tables: Sequence[Table]) -> list[Check]:
     names = {(t.schema, t.table) for t in tables if t.exists}
     checks = []
     builds = list(catalog.get("builds") or [])
-    on_target = [b for b in builds if (b["table_schema"], b["table_name"]) in names]
-    text = ", ".join(
-        f"{b['index_name']} on {b['table_name']} ({b['phase']}, pid {b['pid']})" for b in builds
-    )
-    if on_target:
-        checks.append(Check("index_builds", "fail", f"build running on a target table: {text}",
-                            {"builds": builds}))  # fmt: skip
-    elif builds:
-        checks.append(Check("index_builds", "warn", f"build running elsewhere: {text}",
-                            {"builds": builds}))  # fmt: skip
-    else:
-        checks.append(Check("index_builds", "pass", "none running", {"builds": []}))
+    checks.append(_index_check(
+        "index_builds", "builds", builds,
+        on_target=any((b["table_schema"], b["table_name"]) in names for b in builds),
+        text=", ".join(f"{b['index_name']} on {b['table_name']} ({b['phase']}, pid {b['pid']})"
+                       for b in builds),
+        fail="build running on a target table", warn="build running elsewhere",
+        passed="none running",
+    ))  # fmt: skip
     invalid = list(catalog.get("invalid") or [])
-    on_target_i = [v for v in invalid if (v["schema_name"], v["table_name"]) in names]
-    text_i = ", ".join(f"{v['index_name']} on {v['table_name']}" for v in invalid)
-    if on_target_i:
-        checks.append(Check("invalid_indexes", "fail", f"invalid index on a target table: {text_i}",
-                            {"indexes": invalid}))  # fmt: skip
-    elif invalid:
-        checks.append(Check("invalid_indexes", "warn", f"invalid elsewhere: {text_i}",
-                            {"indexes": invalid}))  # fmt: skip
-    else:
-        checks.append(Check("invalid_indexes", "pass", "none", {"indexes": []}))
+    checks.append(_index_check(
+        "invalid_indexes", "indexes", invalid,
+        on_target=any((v["schema_name"], v["table_name"]) in names for v in invalid),
+        text=", ".join(f"{v['index_name']} on {v['table_name']}" for v in invalid),
+        fail="invalid index on a target table", warn="invalid elsewhere", passed="none",
+    ))  # fmt: skip
     return checks
+
+
+def _index_check(
+    name: str, key: str, items: list[Any], *, on_target: bool, text: str,
+    fail: str, warn: str, passed: str,
+) -> Check:  # fmt: skip
+    """Fail when an item concerns a target table, warn when one exists elsewhere, else pass."""
+    if on_target:
+        return Check(name, "fail", f"{fail}: {text}", {key: items})
+    if items:
+        return Check(name, "warn", f"{warn}: {text}", {key: items})
+    return Check(name, "pass", passed, {key: []})
 
 
 def backup_check(row: Row | None, max_age: float, required: bool, error: str | None) -> Check:
