@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import cast
 
 import structlog
@@ -32,7 +33,12 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.exposition import (
+    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
+    generate_latest,
+)
+from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OM_CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -504,6 +510,68 @@ def build_registry(
 
 Encoder = Callable[[CollectorRegistry], bytes]
 
+_ESCAPINGS = frozenset({om_exposition.ALLOWUTF8, om_exposition.UNDERSCORES,
+                        om_exposition.DOTS, om_exposition.VALUES})  # fmt: skip
+#: the OpenMetrics version prometheus_client writes (its CONTENT_TYPE_LATEST)
+OM_VERSION = "1.0.0"
+
+
+def _params(media_range: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for token in media_range[1:]:
+        key, sep, value = token.partition("=")
+        if sep:
+            out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def _version(text: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(part) for part in text.split("."))
+    except ValueError:
+        return None
+
+
+def negotiate(accept: str) -> tuple[Callable[[Collector], bytes], str]:
+    """The encoder and Content-Type for an ``Accept`` header.
+
+    prometheus_client's ``choose_encoder``, except that an OpenMetrics response names
+    the version that is written (OpenMetrics 1.0.0, prometheus_client's
+    ``CONTENT_TYPE_LATEST``): ``choose_encoder`` echoes the version asked for (a
+    scraper asking for 2.0.0 was told 2.0.0 and got 1.0.0 text, and every version
+    string made another variant to render), and a version that is not a number
+    (``version=x``) raised a TypeError, a 500; such a media range is skipped here.
+    """
+    for media_range in accept.split(","):
+        tokens = media_range.split(";")
+        mime = tokens[0].strip()
+        if mime not in ("application/openmetrics-text", "text/plain"):
+            continue
+        params = _params(tokens)
+        escaping = params.get("escaping", om_exposition.UNDERSCORES)
+        if escaping not in _ESCAPINGS:
+            escaping = om_exposition.UNDERSCORES
+        version = params.get("version", "")
+        if mime == "application/openmetrics-text":
+            if not version:
+                return (
+                    partial(om_exposition.generate_latest, escaping=om_exposition.UNDERSCORES,
+                            version=OM_VERSION),
+                    OM_CONTENT_TYPE_LATEST,
+                )  # fmt: skip
+            parsed = _version(version)
+            if parsed is not None and parsed >= (1, 0, 0):
+                return (
+                    partial(om_exposition.generate_latest, escaping=escaping, version=OM_VERSION),
+                    f"{OM_CONTENT_TYPE_LATEST}; escaping={escaping}",
+                )
+        elif version and (parsed := _version(version)) is not None and parsed >= (1, 0, 0):
+            return (
+                partial(generate_latest, escaping=escaping),
+                f"{CONTENT_TYPE_LATEST}; escaping={escaping}",
+            )
+    return generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+
 
 class _Metrics:
     """Just enough of a registry for prometheus_client's encoders: a fixed list of families."""
@@ -639,6 +707,22 @@ class ExpositionCache:
                     self._variants[key] = variant
                 if variant.rendered_at == float("-inf"):
                     self._render({key: variant}, now)
+        self._requested(variant, now)
+        return variant.body
+
+    def ready(self, content_type: str, gz: bool) -> bytes | None:
+        """The latest rendering of this variant, or ``None`` if it has never been rendered.
+
+        Never renders, so the HTTP event loop can answer from it without blocking.
+        """
+        variant = self._variants.get((content_type, gz))
+        if variant is None or variant.rendered_at == float("-inf"):
+            return None
+        self._requested(variant, self.clock())
+        return variant.body
+
+    def _requested(self, variant: _Variant, now: float) -> None:
+        """Note a request: the render thread times its renderings to the scrapers' intervals."""
         if now > variant.requested_at:
             first_gap = variant.gap is None
             variant.gap = (
@@ -647,7 +731,6 @@ class ExpositionCache:
             if first_gap and variant.gap is not None:
                 self._wake.set()  # a new scraper's interval: the render thread plans anew
         variant.requested_at = now
-        return variant.body
 
     # -- rendering ----------------------------------------------------------------------
     def refresh(self) -> None:

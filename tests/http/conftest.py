@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from exporter.server import HttpServer, Limits, make_app
+from exporter.db.session import Health
+from exporter.metrics import ExpositionCache, StoreCollector
+from exporter.server import HttpServer, Limits, ReadyCheck, make_app
+from exporter.store import ResultStore
 from exporter.web_config import load_web_config
 from tests.conftest import require_tool
 from tests.http.certs import Pki, make_pki
@@ -32,9 +35,28 @@ def sample_registry() -> CollectorRegistry:
     return registry
 
 
+def padding_registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    big = Gauge("gecko_test_padding", "Makes the body worth compressing.", ["i"], registry=registry)
+    for i in range(200):
+        big.labels(str(i)).set(i)
+    return registry
+
+
+def exposition_cache() -> ExpositionCache:
+    """The exporter's exposition cache (its own families and the padding), not started:
+    a variant is rendered by its first request, then served from memory."""
+    health = Health()
+    health.reached()
+    collector = StoreCollector(ResultStore(), health, up_stale_seconds=60)
+    return ExpositionCache(collector.store, collector, [padding_registry()])
+
+
 @pytest.fixture
 def serve() -> Iterator[ServeFactory]:
-    """``serve(web_config_text=None, config_dir=None, limits=None, ready=...)`` -> started server."""
+    """``serve(web_config_text=None, config_dir=None, limits=None, ready=..., cached=False,
+    ready_check=None)`` -> started server; ``cached``: /metrics from an exposition cache (the
+    exporter's set-up, answered on the event loop once rendered)."""
     started: list[HttpServer] = []
 
     def factory(
@@ -44,6 +66,8 @@ def serve() -> Iterator[ServeFactory]:
         limits: Limits | None = None,
         ready: bool = True,
         host: str = "127.0.0.1",
+        cached: bool = False,
+        ready_check: ReadyCheck | None = None,
     ) -> HttpServer:
         web = None
         if web_config_text is not None:
@@ -52,7 +76,12 @@ def serve() -> Iterator[ServeFactory]:
             path.write_text(web_config_text)
             web = load_web_config(path)
         reason = "ready" if ready else "database not reachable"
-        app = make_app(sample_registry(), lambda: (ready, reason), "db.example:5432/gecko")
+        app = make_app(
+            sample_registry(),
+            ready_check or (lambda: (ready, reason)),
+            "db.example:5432/gecko",
+            exposition_cache() if cached else None,
+        )
         server = HttpServer(host, 0, app, web_config=web, limits=limits)
         server.start()
         started.append(server)

@@ -70,6 +70,35 @@ def test_openmetrics_when_asked(serve: ServeFactory) -> None:
     assert body.endswith(b"# EOF\n")
 
 
+@pytest.mark.parametrize("cached", [False, True])
+def test_openmetrics_content_type_names_the_version_written(
+    serve: ServeFactory, cached: bool
+) -> None:
+    """A scraper asking for another OpenMetrics version is told the one it gets (1.0.0)."""
+    server = serve(cached=cached)
+    for accept in (
+        "application/openmetrics-text;version=2.0.0",
+        "application/openmetrics-text; version=1.1.0; escaping=underscores",
+    ):
+        for _ in range(2):  # rendered, then (cached) from memory
+            status, headers, body = get(server.port, "/metrics", {"Accept": accept})
+            assert status == 200
+            assert headers["content-type"] == (
+                "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"
+            )
+            assert body.endswith(b"# EOF\n")
+    # prometheus_client's default when no version is named
+    _, headers, _ = get(server.port, "/metrics", {"Accept": "application/openmetrics-text"})
+    assert headers["content-type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    # a version that is not a number is passed over, not a 500
+    status, headers, body = get(
+        server.port, "/metrics", {"Accept": "application/openmetrics-text;version=x,text/plain"}
+    )
+    assert status == 200
+    assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert b"gecko_up" in body
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
 def test_other_methods_are_405(serve: ServeFactory, method: str) -> None:
     server = serve()
