@@ -24,7 +24,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, LiteralString, Self
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -277,45 +276,24 @@ def wait_for_server(dsn: str, *, timeout: float = 30.0, interval: float = 0.1) -
             return
 
 
-def dsn_replace(dsn: str, **params: str | None) -> str:
+def make_dsn(**params: str | int | None) -> str:
+    """A key=value connection string of the parameters (``None`` leaves one out).
+
+    psycopg's :func:`make_conninfo` quotes every value for libpq (spaces, quotes,
+    backslashes, ``@``, ``/``, ``%``, any Unicode), so a password is read back
+    exactly as given.
+    """
+    return make_conninfo("", **params)
+
+
+def dsn_replace(dsn: str, **params: str | int | None) -> str:
     """The DSN with some libpq parameters replaced (``None`` removes one).
 
-    psycopg's conninfo helpers do the work: :func:`make_conninfo` merges the new
-    values into what libpq reads from ``dsn`` and :func:`conninfo_to_dict`
-    parses the result. URIs stay URIs (the test suite and the demo banner print
-    and split them) when the URI built from the merged parameters parses back
-    to exactly those parameters; otherwise the result is key=value.
+    :func:`conninfo_to_dict` reads what libpq makes of ``dsn`` (URI or
+    key=value), the new values are merged in and :func:`make_dsn` writes the
+    result, always as key=value conninfo.
     """
-    merged = conninfo_to_dict(make_conninfo(dsn, **params))
-    for key, value in params.items():
-        if value is None:
-            merged.pop(key, None)
-    if "://" in dsn:
-        uri = _uri(urlsplit(dsn).scheme, dict(merged))
-        if conninfo_to_dict(uri) == merged:
-            return uri
-    return make_conninfo("", **merged)
-
-
-def _uri(scheme: str, parts: dict[str, Any]) -> str:
-    """A libpq URI of the parameters (user info, host, port and dbname percent-encoded)."""
-    host = str(parts.pop("host", "") or "")
-    port = str(parts.pop("port", "") or "")
-    user = parts.pop("user", None)
-    password = parts.pop("password", None)
-    dbname = parts.pop("dbname", None)
-    auth = ""
-    if user:
-        auth = quote(str(user), safe="")
-        if password:
-            auth += ":" + quote(str(password), safe="")
-        auth += "@"
-    netloc = (
-        auth + (f"[{host}]" if ":" in host else quote(host, safe="")) + (f":{port}" if port else "")
-    )
-    path = "/" + quote(str(dbname), safe="") if dbname else ""
-    query = urlencode({k: str(v) for k, v in parts.items() if v is not None})
-    return urlunsplit((scheme, netloc, path, query, ""))
+    return make_dsn(**{**conninfo_to_dict(dsn), **params})
 
 
 def dsn_params(dsn: str) -> dict[str, str]:

@@ -28,11 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
-from urllib.parse import quote
 
 import psutil  # type: ignore[import-untyped]
 
 from exporter.errors import ExporterError
+from gecko_demo import admin
 
 SUPERUSER = "postgres"
 
@@ -312,12 +312,11 @@ class LocalCluster:
     def dsn(
         self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None
     ) -> str:
-        """A libpq URI for ``user`` over TCP (the superuser's password by default)."""
+        """A key=value conninfo for ``user`` over TCP (the superuser's password by default)."""
         secret = self.password if password is None and user == SUPERUSER else password
-        auth = quote(user, safe="")
-        if secret:
-            auth += ":" + quote(secret, safe="")
-        return f"postgresql://{auth}@127.0.0.1:{self.port}/{quote(dbname, safe='')}"
+        return admin.make_dsn(
+            host="127.0.0.1", port=self.port, user=user, password=secret or None, dbname=dbname
+        )
 
     def wait_accepting(self, timeout: float = 30) -> None:
         """Wait until the TCP port accepts connections."""

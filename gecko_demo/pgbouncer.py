@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import quote
 
 import structlog
 
@@ -108,13 +107,16 @@ class PgBouncerServer:
     # -- addresses ------------------------------------------------------------
     def admin_url(self, password: str | None = None) -> str:
         """The admin console URL for the exporter (``GECKO_PGBOUNCER_URL``)."""
-        secret = quote(self.stats_password if password is None else password, safe="")
-        return f"postgresql://{STATS_USER}:{secret}@127.0.0.1:{self.port}/pgbouncer"
+        secret = self.stats_password if password is None else password
+        return admin.make_dsn(
+            host="127.0.0.1", port=self.port, user=STATS_USER, password=secret, dbname="pgbouncer"
+        )
 
     def client_dsn(self, user: str, password: str) -> str:
         """A client of the pooled database through PgBouncer."""
-        auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
-        return f"postgresql://{auth}@127.0.0.1:{self.port}/{DATABASE}"
+        return admin.make_dsn(
+            host="127.0.0.1", port=self.port, user=user, password=password, dbname=DATABASE
+        )
 
     # -- lifecycle ------------------------------------------------------------
     def start(self, timeout: float = 15) -> PgBouncerServer:

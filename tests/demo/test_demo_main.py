@@ -19,14 +19,26 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from gecko_demo import main
+from gecko_demo import admin, main
 from gecko_demo.cluster import ServerBinaries
 from gecko_demo.pgbouncer import find_binary as find_pgbouncer
 from tests.conftest import require_tool
 from tests.support.wait import free_port, wait_until
 
-DSN_WITH_SECRET = re.compile(r"postgres(?:ql)?://[^\s:/@]+:[^\s@]+@")
-BANNER_DSN = re.compile(r"exporter\s+postgresql://gecko_monitor@127\.0\.0\.1:(\d+)/privacy")
+#: a DSN that carries a password: URI user info, or a key=value password not masked
+DSN_WITH_SECRET = re.compile(r"postgres(?:ql)?://[^\s:/@]+:[^\s@]+@|\bpassword\s*=\s*(?!\*{4})\S")
+BANNER_DSN = re.compile(r"^  exporter\s+(.+?)  \(password not shown\)$", re.MULTILINE)
+
+
+def banner_db_port(banner: str) -> int:
+    """The server port of the exporter's DSN in the banner (shown without its password)."""
+    match = BANNER_DSN.search(banner)
+    assert match, banner
+    params = admin.dsn_params(match.group(1))
+    assert "password" not in params
+    shown = {key: params.get(key) for key in ("user", "host", "dbname")}
+    assert shown == {"user": "gecko_monitor", "host": "127.0.0.1", "dbname": "privacy"}, banner
+    return int(params["port"])
 
 
 class DemoRun:
@@ -148,9 +160,7 @@ def _server_of(run: DemoRun) -> tuple[int, Path]:
         text = wait_until(banner, timeout=180, message="the demo banner")
     except TimeoutError:
         raise AssertionError(f"no banner; the demo said: {run.text()[-3000:]}") from None
-    match = BANNER_DSN.search(text)
-    assert match, text
-    server_pid = run.find_server(int(match.group(1)))
+    server_pid = run.find_server(banner_db_port(text))
     assert run.basedir is not None
     assert run.basedir.is_dir()
     return server_pid, run.basedir
@@ -203,9 +213,7 @@ def test_demo_serves_metrics_and_stops_cleanly_on_sigterm(
     assert f"http://127.0.0.1:{run.port}/metrics" in banner
     assert f"http://127.0.0.1:{run.port}/healthz" in banner
     assert f"http://127.0.0.1:{run.port}/readyz" in banner
-    match = BANNER_DSN.search(banner)
-    assert match, banner
-    db_port = int(match.group(1))
+    db_port = banner_db_port(banner)
     server_pid = run.find_server(db_port)
     basedir = Path(psutil.Process(server_pid).cmdline()[-1]).parent
     # what a newcomer needs: the incidents behind each threshold, the plan-check note...

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import pytest
 
+from gecko_demo import admin
 from tests.conftest import GeckoDatabase
 from tests.support.exporter_proc import ExporterProcess
 from tests.support.tcp_proxy import TcpProxy
@@ -26,10 +26,7 @@ LANES = 3
 
 @pytest.fixture
 def proxy(gecko_db: GeckoDatabase) -> Iterator[TcpProxy]:
-    parts = urlsplit(gecko_db.monitor_dsn)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    with TcpProxy(parts.hostname, parts.port) as p:
+    with TcpProxy.for_dsn(gecko_db.monitor_dsn) as p:
         yield p
 
 
@@ -39,7 +36,7 @@ def _connect_lines(exp: ExporterProcess) -> list[dict[str, object]]:
 
 def test_wrong_password_costs_a_handful_of_logins(gecko_db: GeckoDatabase, proxy: TcpProxy) -> None:
     wrong = "wrong-Pa55word"
-    dsn = proxy.proxied(gecko_db.monitor_dsn.replace(gecko_db.monitor_password, wrong))
+    dsn = proxy.proxied(admin.dsn_replace(gecko_db.monitor_dsn, password=wrong))
     # a shorter shared backoff than the default 10 s -> 300 s, so the window stays short:
     # logins at 0 s (each lane at most once), then 2 s, 6 s, 14 s for all lanes together
     env = {

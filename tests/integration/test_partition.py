@@ -13,7 +13,6 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import psutil  # type: ignore[import-untyped]
 import pytest
@@ -37,16 +36,9 @@ OPTIONS = SessionOptions(
 )
 
 
-def _proxy_for(dsn: str) -> TcpProxy:
-    parts = urlsplit(dsn)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    return TcpProxy(parts.hostname, parts.port)
-
-
 @pytest.fixture
 def proxy(gecko_db: GeckoDatabase) -> Iterator[TcpProxy]:
-    with _proxy_for(gecko_db.monitor_dsn) as p:
+    with TcpProxy.for_dsn(gecko_db.monitor_dsn) as p:
         yield p
 
 
@@ -144,7 +136,7 @@ def test_cancelled_query_on_a_silent_network_is_bounded(
 
 def test_every_connection_has_keepalives_and_a_user_timeout(gecko_db: GeckoDatabase) -> None:
     """The kernel sees the options on the socket itself (not just in a parameter dict)."""
-    server_port = urlsplit(gecko_db.monitor_dsn).port
+    server_port = int(admin.dsn_params(gecko_db.monitor_dsn)["port"])
     me = psutil.Process()
 
     def socket_options() -> dict[str, int]:
@@ -178,7 +170,7 @@ def test_every_connection_has_keepalives_and_a_user_timeout(gecko_db: GeckoDatab
         "user_timeout_ms": 10000,
     }
     # a parameter given in the DSN wins
-    tuned = asyncio.run(main(gecko_db.monitor_dsn + "?keepalives_idle=42"))
+    tuned = asyncio.run(main(admin.dsn_replace(gecko_db.monitor_dsn, keepalives_idle="42")))
     assert tuned["idle"] == 42
     assert tuned["user_timeout_ms"] == 10000
 

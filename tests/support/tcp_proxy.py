@@ -23,7 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from gecko_demo import admin
+
 _CHUNK = 65536
+
+
+def _tcp_target(dsn: str) -> tuple[str, int]:
+    params = admin.dsn_params(dsn)
+    host, port = params.get("host", ""), params.get("port", "5432")
+    if not host or host.startswith("/") or "," in host or not port.isdigit():
+        raise ValueError("the DSN does not name one TCP host and port")
+    return host, int(port)
 
 
 @dataclass
@@ -92,13 +102,17 @@ class TcpProxy:
         self.stop()
 
     # -- addresses ---------------------------------------------------------------
+    @classmethod
+    def for_dsn(cls, dsn: str) -> TcpProxy:
+        """A proxy in front of the DSN's host and port (a single TCP host)."""
+        host, port = _tcp_target(dsn)
+        return cls(host, port)
+
     def proxied(self, dsn: str) -> str:
-        """A ``postgresql://…@host:port/…`` URI rewritten to go through the proxy."""
-        host, port = self.target
-        needle = f"@{host}:{port}/"
-        if needle not in dsn:
+        """The DSN (URI or key=value) with its host and port replaced by the proxy's."""
+        if _tcp_target(dsn) != self.target:
             raise ValueError("the DSN does not point at the proxy's target")
-        return dsn.replace(needle, f"@127.0.0.1:{self.port}/", 1)
+        return admin.dsn_replace(dsn, host="127.0.0.1", hostaddr=None, port=str(self.port))
 
     # -- partition -----------------------------------------------------------------
     def links(self) -> list[Link]:
