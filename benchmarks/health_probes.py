@@ -24,10 +24,11 @@ import time
 from dataclasses import dataclass
 
 from benchmarks._harness import exporter_database
+from exporter.config import Config
 from exporter.db.session import Database
 from exporter.probes.base import Probe
 from exporter.probes.registry import build_probes
-from exporter.settings import Settings
+from exporter.settings import load_config
 from gecko_demo import admin, schema, seed
 from gecko_demo.cluster import running_cluster
 
@@ -108,7 +109,7 @@ async def measure(
     )
 
 
-async def run_all(monitor_dsn: str, admin_dsn: str, runs: int, settings: Settings) -> list[Result]:
+async def run_all(monitor_dsn: str, admin_dsn: str, runs: int, settings: Config) -> list[Result]:
     db = exporter_database(monitor_dsn)
     cadence = settings.probe_settings()
     results = []
@@ -162,7 +163,7 @@ def main() -> None:
             ("defaults (tables.max_tables 30, catalog bloat estimate)", {}),
             ("bloat.pgstattuple: true", {"bloat": {"pgstattuple": True}}),
         ):
-            settings = Settings(database_url=monitor, **overrides)  # type: ignore[arg-type]
+            settings = load_config(overrides={"database_url": monitor, **overrides})
             results = asyncio.run(run_all(monitor, dsn, args.runs, settings))
             report(results, title)
 

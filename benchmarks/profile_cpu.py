@@ -66,7 +66,7 @@ def main() -> None:
 
     from exporter.app import ExporterApp  # noqa: PLC0415 - after the env is set
     from exporter.log import configure_logging  # noqa: PLC0415
-    from exporter.settings import Settings  # noqa: PLC0415
+    from exporter.settings import load_config  # noqa: PLC0415
 
     profiles: list[tuple[str, cProfile.Profile]] = []
     with gecko_database(args.scans) as db:
@@ -75,7 +75,7 @@ def main() -> None:
         try:
             os.environ["GECKO_DATABASE_URL"] = db.monitor_dsn
             port = free_port()
-            settings = Settings.from_sources(overrides={"listen_address": f"127.0.0.1:{port}"})
+            settings = load_config(overrides={"listen_address": f"127.0.0.1:{port}"})
             configure_logging("json", "warning")
             undo = profile_threads(profiles)
             app = ExporterApp(settings)

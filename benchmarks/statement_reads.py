@@ -28,10 +28,10 @@ import time
 from datetime import datetime
 
 from benchmarks._harness import exporter_database
+from exporter.config import DEFAULT_PROBES, StatementsSettings
 from exporter.db.session import Database
 from exporter.probes import app_queries
 from exporter.probes.statements import StatementsProbe
-from exporter.settings import DEFAULT_PROBES, StatementsSettings
 from gecko_demo import admin
 from gecko_demo.cluster import running_cluster
 from gecko_demo.provision import provision_database

@@ -10,6 +10,7 @@ from types import FrameType
 import structlog
 
 from exporter import __version__
+from exporter.config import Config
 from exporter.db.dsn import describe_target
 from exporter.db.pgbouncer import PgBouncerConsole
 from exporter.db.session import Database, SessionOptions
@@ -17,7 +18,6 @@ from exporter.metrics import ExpositionCache, StoreCollector, build_registry, se
 from exporter.probes.registry import build_pgbouncer_probe, build_probes
 from exporter.scheduler import ScheduledProbe, Scheduler
 from exporter.server import HttpServer, make_app
-from exporter.settings import Settings
 from exporter.store import ResultStore
 from exporter.web_config import load_web_config
 
@@ -30,7 +30,7 @@ READY_PROBES = ("slow_queries",)
 class ExporterApp:
     """The long-running daemon."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Config) -> None:
         self.settings = settings
         self._dsn = settings.dsn()
         pgbouncer_url = settings.pgbouncer_dsn()

@@ -18,12 +18,14 @@ from typing import Any, NoReturn
 import structlog
 
 from exporter import __version__
+from exporter.config import DEFAULT_PORT, Config
 from exporter.errors import ExporterError, SettingsError
 from exporter.gate import lint_command, live_command
 from exporter.log import configure_logging
-from exporter.settings import DEFAULT_PORT, Settings
 
 EXIT_USAGE = 2
+#: the configuration loader (a child process) failed for a reason other than bad input
+EXIT_LOADER = 1
 
 
 #: a flag name that may be echoed in an error (never a value: that could be a DSN); dotted
@@ -230,8 +232,18 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def load_settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_sources(config_file=args.config, overrides=_overrides(args))
+def load_settings(args: argparse.Namespace) -> Config:
+    """Validate in this process (pydantic-settings): the short-lived subcommands."""
+    from exporter.settings import load_config  # noqa: PLC0415 - never in the daemon
+
+    return load_config(config_file=args.config, overrides=_overrides(args))
+
+
+def load_settings_in_child(args: argparse.Namespace) -> Config:
+    """Validate in a child process: the daemon never imports pydantic (issue 12 §3)."""
+    from exporter.config_process import load_in_child  # noqa: PLC0415 - `run` only
+
+    return load_in_child(config_file=args.config, overrides=_overrides(args))
 
 
 def _fail(message: str) -> int:
@@ -280,9 +292,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     if not hasattr(args, "config"):  # bare `gecko-exporter`: run with env/file settings only
         args = build_parser().parse_args(["run"])
+    from exporter.config_process import LoaderFailed  # noqa: PLC0415 - `run` only
+
     try:
-        settings = load_settings(args)
         if command == "check-config":
+            settings = load_settings(args)
             settings.dsn()  # the DSN (or its file) must be there and valid
             settings.pgbouncer_dsn()  # so must the PgBouncer URL file, when one is named
             output = settings.masked()
@@ -293,12 +307,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dump(output, sys.stdout, indent=2, sort_keys=True)
             sys.stdout.write("\n")
             return 0
+        settings = load_settings_in_child(args)
         configure_logging(settings.log_format, settings.log_level)
         from exporter.app import ExporterApp  # noqa: PLC0415 - keep check-config light
 
         app = ExporterApp(settings)
     except SettingsError as exc:
         return _fail(str(exc))
+    except LoaderFailed as exc:
+        _fail(f"configuration loader {exc}")
+        return EXIT_LOADER
     except OSError as exc:  # e.g. listen address in use
         return _fail(f"listen_address: cannot listen ({exc.strerror or exc})")
     structlog.get_logger("exporter.cli").debug("settings_loaded", settings=settings.masked())

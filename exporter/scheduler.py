@@ -32,10 +32,10 @@ from typing import Protocol
 
 import structlog
 
+from exporter.config import ProbeSettings
 from exporter.errors import DatabaseError, LockTimeout, StatementTimeout
 from exporter.probes.base import ObservesAbandonedRuns, Probe, Session
 from exporter.samples import Family
-from exporter.settings import ProbeSettings
 from exporter.store import ResultStore
 
 log = structlog.get_logger("exporter.scheduler")

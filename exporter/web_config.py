@@ -36,8 +36,8 @@ from typing import Any
 
 import yaml
 
+from exporter.config_files import StrictLoader as _StrictLoader
 from exporter.errors import SettingsError
-from exporter.settings import _StrictLoader
 
 #: a web config file is a few lines; refuse anything that is clearly not one
 MAX_FILE_BYTES = 1 << 20

@@ -336,7 +336,7 @@ def run_demo(
     :class:`DemoError` (or another :class:`ExporterError`) after cleanup.
     """
     from exporter.app import ExporterApp  # noqa: PLC0415 - the heavy part, loaded on use
-    from exporter.settings import Settings  # noqa: PLC0415
+    from exporter.settings import load_config  # noqa: PLC0415
 
     if scans < 1:
         raise DemoError("scans must be at least 1")
@@ -364,7 +364,7 @@ def run_demo(
             app_dsn, monitor_dsn = db.app_dsn, db.monitor_dsn
             bouncer = _start_pgbouncer(stack, cluster, DATABASE, app_dsn)
 
-            settings = Settings.from_sources(
+            settings = load_config(
                 overrides={
                     "database_url": monitor_dsn,
                     **({"pgbouncer_url": bouncer.admin_url()} if bouncer is not None else {}),

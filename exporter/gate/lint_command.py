@@ -37,9 +37,9 @@ def configured_prisma_version(config: str | None) -> str:
     """
     if config is None and not os.environ.get("GECKO_CONFIG"):
         return DEFAULT_PRISMA_VERSION
-    from exporter.settings import Settings  # noqa: PLC0415 - only when a config file is named
+    from exporter.settings import load_config  # noqa: PLC0415 - only when a config file is named
 
-    return Settings.from_sources(config_file=config).gate.prisma_version
+    return load_config(config_file=config).gate.prisma_version
 
 
 def _prisma_version(text: str) -> str:

@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from exporter.config import Config
 from exporter.db.oneshot import OneShotOptions, oneshot_session
 from exporter.errors import DatabaseError, DatabaseUnavailable, ExporterError
 from exporter.log import configure_logging
-from exporter.settings import Settings
 
 COMMANDS = ("preflight", "verify")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -93,14 +93,16 @@ def _fail(command: str, message: str) -> int:
     return EXIT_USAGE
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace) -> Config:
+    from exporter.settings import load_config  # noqa: PLC0415 - pydantic only when validating
+
     overrides = {}
     if args.database_url_file is not None:
         overrides["database_url_file"] = args.database_url_file
-    return Settings.from_sources(config_file=args.config, overrides=overrides)
+    return load_config(config_file=args.config, overrides=overrides)
 
 
-def _options(settings: Settings, suffix: str) -> OneShotOptions:
+def _options(settings: Config, suffix: str) -> OneShotOptions:
     return OneShotOptions(
         application_name=f"{settings.application_name}-{suffix}"[:63],
         statement_timeout_seconds=settings.gate.statement_timeout_seconds,

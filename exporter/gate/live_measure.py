@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from exporter.config import Config
 from exporter.errors import ExporterError
 from exporter.probes.base import Session
 from exporter.probes.latency import ReportProbe, ScanLookupProbe
 from exporter.probes.plans import PlansProbe, Shape, fingerprint, shape_text, uses_index
 from exporter.probes.sampling import RecentScanSampler
 from exporter.samples import Family
-from exporter.settings import Settings
 
 BASELINE_KIND = "gecko-exporter-baseline"
 BASELINE_VERSION = 1
@@ -124,7 +124,7 @@ def _gauge_value(families: Sequence[Family], name: str) -> float | None:
     return None
 
 
-def _sampler(settings: Settings) -> RecentScanSampler:
+def _sampler(settings: Config) -> RecentScanSampler:
     return RecentScanSampler(
         settings.app_schema,
         sample_size=settings.scan_lookup.sample_size,
@@ -133,7 +133,7 @@ def _sampler(settings: Settings) -> RecentScanSampler:
     )
 
 
-async def measure_plans(session: Session, settings: Settings) -> list[PlanResult]:
+async def measure_plans(session: Session, settings: Config) -> list[PlanResult]:
     """Custom and generic plan of every critical query, reduced to its shape."""
     probe = PlansProbe(
         settings.app_schema, _sampler(settings), window_seconds=settings.scan_lookup.window_seconds
@@ -162,7 +162,7 @@ async def measure_plans(session: Session, settings: Settings) -> list[PlanResult
     return results
 
 
-async def measure_latency(session: Session, settings: Settings, runs: int) -> list[LatencyResult]:
+async def measure_latency(session: Session, settings: Config, runs: int) -> list[LatencyResult]:
     """Run the two latency probes ``runs`` times each; the report probe needs a done scan."""
     sampler = _sampler(settings)
     probes: dict[str, ScanLookupProbe | ReportProbe] = {

@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.config import Config
 from exporter.errors import DatabaseError, DatabaseUnavailable
 from exporter.gate import live_locks
 from exporter.gate.live_report import (
@@ -75,7 +76,6 @@ from exporter.probes import migrations as migrations_probe
 from exporter.probes import statements as statements_probe
 from exporter.probes.base import Row, Session
 from exporter.probes.sql import qualified, quote_ident
-from exporter.settings import Settings
 
 #: A conflicting lock held by an active transaction younger than this is "transient".
 TRANSIENT_SECONDS = 1.0
@@ -1002,7 +1002,7 @@ async def _traffic(session: Session, tables: Sequence[Table], window: float) -> 
 
 async def run_preflight(
     session: Session,
-    settings: Settings,
+    settings: Config,
     migrations: Sequence[Migration],
     options: PreflightOptions,
 ) -> PreflightResult:
@@ -1124,7 +1124,7 @@ CRITICAL_TABLES = ("Scan", "Evidence", "Issue")
 
 
 async def _baseline(
-    session: Session, settings: Settings, options: PreflightOptions
+    session: Session, settings: Config, options: PreflightOptions
 ) -> tuple[dict[str, Any] | None, Check]:
     """Plans and latency of the critical queries before the change, written to a file.
 

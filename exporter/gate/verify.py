@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from exporter.config import Config, InvariantSettings
 from exporter.errors import DatabaseError, DatabaseUnavailable, LockTimeout, StatementTimeout
 from exporter.gate.live_measure import (
     Baseline,
@@ -41,7 +42,6 @@ from exporter.probes import indexes as indexes_probe
 from exporter.probes import migrations as migrations_probe
 from exporter.probes.base import Row, Session
 from exporter.probes.sql import qualified
-from exporter.settings import InvariantSettings, Settings
 
 T = TypeVar("T")
 
@@ -308,7 +308,7 @@ def invariant_sql(invariant: InvariantSettings) -> str:
 
 
 # -- the command ------------------------------------------------------------------
-async def run_verify(session: Session, settings: Settings, options: VerifyOptions) -> VerifyResult:
+async def run_verify(session: Session, settings: Config, options: VerifyOptions) -> VerifyResult:
     checks: list[Check] = []
     names = list(dict.fromkeys(settings.critical_indexes))
     rows = await guarded(

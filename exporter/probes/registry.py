@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from exporter.config import Config
 from exporter.probes.base import Probe
 from exporter.probes.bloat import BloatProbe
 from exporter.probes.connections import ConnectionsProbe, PoolMatcher
@@ -19,10 +20,9 @@ from exporter.probes.server import ServerProbe
 from exporter.probes.slow_queries import MaintenanceMatcher, SlowQueriesProbe
 from exporter.probes.statements import StatementsProbe
 from exporter.probes.tables import TablesProbe
-from exporter.settings import Settings
 
 
-def build_pgbouncer_probe(settings: Settings, up: Callable[[], bool]) -> PgBouncerProbe:
+def build_pgbouncer_probe(settings: Config, up: Callable[[], bool]) -> PgBouncerProbe:
     """The PgBouncer admin console probe (scheduled on its own lane, only when configured).
 
     ``up``: whether the console answered recently (its lane's health).
@@ -34,7 +34,7 @@ def build_pgbouncer_probe(settings: Settings, up: Callable[[], bool]) -> PgBounc
     )
 
 
-def build_probes(settings: Settings) -> list[Probe]:
+def build_probes(settings: Config) -> list[Probe]:
     """Every probe (enabled or not), in a stable order."""
     lookup = settings.scan_lookup
     sampler = RecentScanSampler(
@@ -66,7 +66,7 @@ def build_probes(settings: Settings) -> list[Probe]:
     ]
 
 
-def build_health_probes(settings: Settings) -> list[Probe]:
+def build_health_probes(settings: Config) -> list[Probe]:
     """The database health and migration-safety probes (issue #3)."""
     schema = settings.app_schema
     schemas = settings.table_schemas()

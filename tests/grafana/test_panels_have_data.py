@@ -38,7 +38,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.settings import DEFAULT_PROBES
+from exporter.config import DEFAULT_PROBES
 from gecko_demo import admin
 from gecko_demo.cluster import ServerBinaries
 from gecko_demo.workload import BACKEND_APP, WORKER_APP, Workload

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from exporter.config import PROBE_NAMES
 from exporter.probes.registry import build_health_probes
-from exporter.settings import PROBE_NAMES, Settings
+from exporter.settings import load_config
 from tests.conftest import require_tool
 from tests.health.conftest import HealthDb, probe_runner
 from tests.support.exporter_proc import ExporterProcess, fast_probe_env
@@ -46,7 +47,9 @@ def test_documented_names_parse() -> None:
 
 
 def test_every_documented_name_is_emitted_and_nothing_else(health_db: HealthDb) -> None:
-    settings = Settings(database_url=health_db.monitor_dsn, bloat={"pgstattuple": True})
+    settings = load_config(
+        overrides={"database_url": health_db.monitor_dsn, "bloat": {"pgstattuple": True}}
+    )
     probes = build_health_probes(settings)
     assert sorted(p.name for p in probes) == sorted(HEALTH_PROBES)
     assert set(HEALTH_PROBES) <= set(PROBE_NAMES)

@@ -7,7 +7,7 @@ import pytest
 from exporter.db.session import Health
 from exporter.metrics import StoreCollector, build_registry
 from exporter.probes.registry import build_probes
-from exporter.settings import Settings
+from exporter.settings import load_config
 from exporter.store import ResultStore
 from tests.health.conftest import HealthDb, probe_runner
 
@@ -15,10 +15,12 @@ pytestmark = pytest.mark.integration
 
 
 def test_described_names_equal_collected_names_for_a_full_run(health_db: HealthDb) -> None:
-    settings = Settings(
-        database_url=health_db.monitor_dsn,
-        bloat={"pgstattuple": True},
-        pools=[{"name": "app", "application_name": "gecko-app*", "size": 10}],
+    settings = load_config(
+        overrides={
+            "database_url": health_db.monitor_dsn,
+            "bloat": {"pgstattuple": True},
+            "pools": [{"name": "app", "application_name": "gecko-app*", "size": 10}],
+        }
     )
     probes = build_probes(settings)
     store = ResultStore()

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from exporter.config import PROBE_NAMES
 from exporter.errors import SettingsError
 from exporter.probes.bloat import BloatProbe
 from exporter.probes.indexes import DEFAULT_CRITICAL_INDEXES, IndexesProbe
@@ -13,7 +14,7 @@ from exporter.probes.migrations import MigrationsProbe
 from exporter.probes.registry import build_pgbouncer_probe, build_probes
 from exporter.probes.statements import StatementsProbe
 from exporter.probes.tables import TablesProbe
-from exporter.settings import PROBE_NAMES, Settings
+from exporter.settings import load_config
 
 DSN = "postgresql://mon:pw@db.example:5432/privacy"
 
@@ -26,7 +27,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_defaults_cover_every_probe_with_cadence_by_cost() -> None:
-    s = Settings.from_sources(overrides={"database_url": DSN})
+    s = load_config(overrides={"database_url": DSN})
     cadence = s.probe_settings()
     pgbouncer = build_pgbouncer_probe(s, lambda: True)  # scheduled only when configured
     assert set(cadence) == set(PROBE_NAMES) == {p.name for p in [*build_probes(s), pgbouncer]}
@@ -43,7 +44,7 @@ def test_overrides_reach_the_probes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GECKO_TABLES__MAX_TABLES", "7")
     monkeypatch.setenv("GECKO_BLOAT__PGSTATTUPLE", "true")
     monkeypatch.setenv("GECKO_PROBES__PLANS__INTERVAL_SECONDS", "120")
-    s = Settings.from_sources(
+    s = load_config(
         overrides={
             "database_url": DSN,
             "app_schema": "gecko",
@@ -84,4 +85,4 @@ def test_overrides_reach_the_probes(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_bounds_name_the_field(overrides: dict[str, object], field: str) -> None:
     with pytest.raises(SettingsError, match=f"^{field}: "):
-        Settings.from_sources(overrides={"database_url": DSN, **overrides})
+        load_config(overrides={"database_url": DSN, **overrides})

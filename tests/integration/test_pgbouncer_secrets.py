@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.settings import Settings
+from exporter.settings import load_config
 from tests.conftest import GeckoDatabase, require_tool
 from tests.integration.test_secrets import FORMS, _passwords, assert_absent, make_dsn
 from tests.support.exporter_proc import ExporterProcess
@@ -80,7 +80,7 @@ def test_pgbouncer_password_in_no_inprocess_output(
     texts = {"check-config stdout": res.stdout, "check-config stderr": res.stderr}
     if res.code == 0:
         with environment(env):
-            loaded = Settings.from_sources()
+            loaded = load_config()
             assert loaded.pgbouncer_dsn() is not None
         texts["settings_loaded"] = json.dumps(loaded.masked())
         texts["repr"] = repr(loaded)

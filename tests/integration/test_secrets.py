@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
 from exporter.db.dsn import describe_target, validate_dsn
-from exporter.settings import Settings
+from exporter.settings import load_config
 from tests.conftest import MONITOR_ROLE, GeckoDatabase
 from tests.support.exporter_proc import ExporterProcess
 from tests.support.inprocess import environment, run_inprocess
@@ -144,7 +144,7 @@ def test_password_in_no_inprocess_output(
     texts["check-config stderr"] = res.stderr
     if res.code == 0:
         with environment(delivered.env):
-            loaded = Settings.from_sources()
+            loaded = load_config()
             effective = loaded.dsn()
         texts["settings_loaded"] = json.dumps(loaded.masked())
         texts["repr"] = repr(loaded)

@@ -6,7 +6,7 @@ import pytest
 
 from exporter.errors import SettingsError
 from exporter.probes.connections import PoolMatcher, parse
-from exporter.settings import Settings
+from exporter.settings import load_config
 
 
 def groups(*items: tuple[str, str, str, int]) -> list[dict]:  # type: ignore[type-arg]
@@ -139,11 +139,11 @@ def test_prefix_matcher() -> None:
 
 def test_star_only_at_the_end_of_a_pool_application_name() -> None:
     dsn = {"database_url": "postgresql://mon@127.0.0.1:1/privacy"}
-    ok = Settings.from_sources(
+    ok = load_config(
         overrides={**dsn, "pools": [{"name": "b", "application_name": "be-*", "size": 4}]}
     )
     assert ok.pools[0].application_name == "be-*"
     with pytest.raises(SettingsError, match=r"^pools\.0\.application_name: '\*' is allowed only"):
-        Settings.from_sources(
+        load_config(
             overrides={**dsn, "pools": [{"name": "b", "application_name": "be-*-x", "size": 4}]}
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from exporter.cli import main
-from exporter.settings import split_host_port
+from exporter.config import split_host_port
 
 
 @pytest.mark.parametrize("host", ["\udcff", "a" * 64])  # a non-UTF-8 env byte; a label > 63

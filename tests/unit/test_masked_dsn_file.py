@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.settings import Settings
+from exporter.settings import load_config
 
 DSN = "postgresql://mon:s3cret-pw@db.example:5432/privacy"
 PGB = "postgresql://stats:s3cret-pgb@pgb.example:6432/pgbouncer"
@@ -17,7 +17,7 @@ def test_secret_files_are_shown_masked(tmp_path: Path, monkeypatch: pytest.Monke
     (tmp_path / "pgb").write_text(PGB + "\n")
     monkeypatch.setenv("GECKO_DATABASE_URL_FILE", str(tmp_path / "dsn"))
     monkeypatch.setenv("GECKO_PGBOUNCER_URL_FILE", str(tmp_path / "pgb"))
-    masked = Settings.from_sources().masked()
+    masked = load_config().masked()
     assert "s3cret" not in str(masked)
     # was null: a newcomer could not see what the file held
     assert masked["database_url"] == (

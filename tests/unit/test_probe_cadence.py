@@ -14,7 +14,7 @@ import itertools
 import time
 
 from exporter.scheduler import ScheduledProbe
-from exporter.settings import Settings
+from exporter.settings import load_config
 from exporter.store import ResultStore
 from tests.support.inprocess import environment
 from tests.support.wait import wait_until
@@ -31,9 +31,9 @@ from tests.unit.test_scheduler import (
 def test_timeout_longer_than_interval_is_accepted() -> None:
     with environment({"GECKO_PROBES__REPORT__INTERVAL_SECONDS": "2",
                       "GECKO_PROBES__REPORT__TIMEOUT_SECONDS": "5"}):  # fmt: skip
-        report = Settings.from_sources().probe_settings()["report"]
+        report = load_config().probe_settings()["report"]
     assert (report.interval_seconds, report.timeout_seconds) == (2, 5)
-    assert Settings.from_sources().probe_settings()["slow_queries"].timeout_seconds == 2
+    assert load_config().probe_settings()["slow_queries"].timeout_seconds == 2
 
 
 def test_a_run_longer_than_its_interval_delays_the_next_never_overlaps() -> None:

@@ -303,8 +303,8 @@ def test_cached_exposition_equals_the_library_for_every_content_type(accept: str
 
 
 def test_every_probe_declares_its_families() -> None:
+    from exporter.config import PROBE_NAMES  # noqa: PLC0415
     from exporter.probes.catalog import PROBE_FAMILIES  # noqa: PLC0415
-    from exporter.settings import PROBE_NAMES  # noqa: PLC0415
 
     assert set(PROBE_FAMILIES) == set(PROBE_NAMES)
     for families in PROBE_FAMILIES.values():

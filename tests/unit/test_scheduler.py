@@ -25,13 +25,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from exporter.config import ProbeSettings
 from exporter.errors import DatabaseError, DatabaseUnavailable, LockTimeout, StatementTimeout
 from exporter.probes.base import LaneName, Params, Row, Session
 from exporter.probes.latency import ReportProbe, ScanLookupProbe
 from exporter.probes.sampling import RecentScanSampler
 from exporter.samples import Family, Histogram, gauge, histogram
 from exporter.scheduler import ScheduledProbe, Scheduler, SchedulerHealth
-from exporter.settings import ProbeSettings
 from exporter.store import ProbeState, ResultStore
 from tests.support.wait import wait_until
 

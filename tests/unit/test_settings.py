@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from exporter.config import split_host_port
 from exporter.errors import SettingsError
-from exporter.settings import Settings, split_host_port
+from exporter.settings import load_config
 
 DSN = "postgresql://mon:s3cret-pw@db.example:5432/privacy"
 
@@ -20,7 +21,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_defaults() -> None:
-    s = Settings.from_sources()
+    s = load_config()
     assert s.listen() == ("0.0.0.0", 8187)
     assert s.log_format == "json"
     assert s.slow_query_threshold_seconds == 5
@@ -40,7 +41,7 @@ def test_precedence_flags_over_env_over_file(
     )
     monkeypatch.setenv("GECKO_LISTEN_ADDRESS", "127.0.0.1:2222")
     monkeypatch.setenv("GECKO_PROBES__SCAN_LOOKUP__INTERVAL_SECONDS", "7")
-    s = Settings.from_sources(config_file=cfg, overrides={"slow_query_threshold_seconds": 9})
+    s = load_config(config_file=cfg, overrides={"slow_query_threshold_seconds": 9})
     assert s.listen_address == "127.0.0.1:2222"  # env beats file
     assert s.log_level == "debug"  # file beats default
     assert s.slow_query_threshold_seconds == 9  # flag beats file
@@ -54,7 +55,7 @@ def test_config_file_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     cfg = tmp_path / "c.yaml"
     cfg.write_text("pools:\n  - {name: backend, application_name: api, size: 11}\n")
     monkeypatch.setenv("GECKO_CONFIG", str(cfg))
-    s = Settings.from_sources()
+    s = load_config()
     assert s.pools[0].size == 11
 
 
@@ -76,7 +77,7 @@ def test_bad_env_names_the_field(
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(SettingsError) as err:
-        Settings.from_sources()
+        load_config()
     message = str(err.value)
     assert message.startswith(expected), message
     assert "\n" not in message
@@ -87,25 +88,25 @@ def test_bad_file(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("listen_adress: 1\n")
     with pytest.raises(SettingsError, match="unknown field 'listen_adress'"):
-        Settings.from_sources(config_file=cfg)
+        load_config(config_file=cfg)
     cfg.write_text("pools: [{name: Bad Name, size: 1, application_name: x}]\n")
     with pytest.raises(SettingsError, match=r"^pools\.0\.name: .*\(from config file\)$"):
-        Settings.from_sources(config_file=cfg)
+        load_config(config_file=cfg)
     cfg.write_text("pools: [{name: api, size: 3}]\n")
     with pytest.raises(SettingsError, match="needs application_name and/or usename"):
-        Settings.from_sources(config_file=cfg)
+        load_config(config_file=cfg)
     cfg.write_text("a: [\n")
     with pytest.raises(SettingsError, match="config file .*line"):
-        Settings.from_sources(config_file=cfg)
+        load_config(config_file=cfg)
     with pytest.raises(SettingsError, match="cannot read"):
-        Settings.from_sources(config_file=tmp_path / "missing.yaml")
+        load_config(config_file=tmp_path / "missing.yaml")
 
 
 def test_dsn_sources_and_masking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SettingsError, match="^database_url: not set"):
-        Settings.from_sources().dsn()
+        load_config().dsn()
     monkeypatch.setenv("GECKO_DATABASE_URL", DSN)
-    s = Settings.from_sources()
+    s = load_config()
     assert s.dsn() == DSN
     masked = s.masked()
     assert "s3cret-pw" not in str(masked)
@@ -117,15 +118,15 @@ def test_dsn_sources_and_masking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     secret.write_text(DSN + "\n")
     monkeypatch.delenv("GECKO_DATABASE_URL")
     monkeypatch.setenv("GECKO_DATABASE_URL_FILE", str(secret))
-    assert Settings.from_sources().dsn() == DSN
+    assert load_config().dsn() == DSN
     monkeypatch.setenv("GECKO_DATABASE_URL", DSN)
     with pytest.raises(SettingsError, match="only one of"):
-        Settings.from_sources()
+        load_config()
 
 
 def test_lock_timeout_must_stay_below_probe_timeouts() -> None:
     with pytest.raises(SettingsError, match="lock_timeout_seconds"):
-        Settings.from_sources(overrides={"lock_timeout_seconds": 5})
+        load_config(overrides={"lock_timeout_seconds": 5})
 
 
 @pytest.mark.parametrize(

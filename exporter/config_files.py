@@ -1,0 +1,95 @@
+"""Reading configuration files: bounded UTF-8 text and strict YAML (no pydantic here).
+
+Used by the settings loader (the config file), the runtime configuration (the
+DSN secret files) and the web config file; every problem is one
+:class:`~exporter.errors.SettingsError` line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.errors import SettingsError
+
+
+def read_bounded_text(path: Path, limit: int, what: str) -> str:
+    """A UTF-8 text file of at most ``limit`` bytes, or one SettingsError line."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise SettingsError(f"{what}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > limit:
+        raise SettingsError(f"{what}: larger than {limit // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{what}: not UTF-8 (invalid byte at offset {exc.start})") from None
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, rejecting duplicate keys; over-long integers stay text.
+
+    An integer of thousands of digits would raise inside PyYAML (Python's
+    int-conversion limit); kept as a string, the field's validation rejects it
+    and names the field.
+    """
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # unhashable: PyYAML reports it
+            continue
+        if duplicate:
+            shown = key if isinstance(key, str) and len(key) <= 64 else "…"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{shown}'", key_node.start_mark
+            )
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=True)
+
+
+_LONG_INTEGER = re.compile(r"[-+]?[0-9_]{100,}")
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    text = str(loader.construct_scalar(node))
+    if _LONG_INTEGER.fullmatch(text):
+        return text
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def load_yaml_mapping(path: Path, limit: int, what: str) -> dict[Any, Any]:
+    """A YAML file whose top level is a mapping (empty: ``{}``), or one SettingsError line."""
+    text = read_bounded_text(path, limit, what)
+    try:
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = str(getattr(exc, "problem", None) or "invalid YAML")
+        if not problem.startswith("duplicate key"):
+            # PyYAML quotes the offending text (e.g. an undefined alias): keep its kind only
+            problem = problem.split("'", 1)[0].split('"', 1)[0].strip() or "invalid YAML"
+        raise SettingsError(f"{what}: {problem}{where}") from None
+    except RecursionError:
+        raise SettingsError(f"{what}: nested too deeply") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{what}: top level must be a mapping")
+    return data
