@@ -256,13 +256,24 @@ OWN_FAMILIES: tuple[tuple[str, str], ...] = (
 
 
 class _Noted:
-    """Probe families with their HELP note applied, reused while the probe's tuple is the same."""
+    """Probe families with their HELP note applied, reused while the probe's tuple is the same
+    (and, from ``previous``, per family while it is the same object: the store keeps an
+    unchanged family as the previous object)."""
 
     __slots__ = ("families", "noted")
 
-    def __init__(self, families: tuple[Family, ...], note: str) -> None:
+    def __init__(
+        self, families: tuple[Family, ...], note: str, previous: _Noted | None = None
+    ) -> None:
         self.families = families
-        self.noted = tuple(sampled(f, note) for f in families)
+        done: dict[int, Family] = (
+            {}
+            if previous is None
+            else {id(f): n for f, n in zip(previous.families, previous.noted, strict=True)}
+        )
+        self.noted: tuple[Family, ...] = tuple(
+            done.get(id(f)) or sampled(f, note) for f in families
+        )
 
 
 class _DropRecorder(MergeConflicts):
@@ -326,7 +337,7 @@ class StoreCollector(Collector):
         with self._noted_lock:
             hit = self._noted.get(key)
             if hit is None or hit.families is not fams:
-                hit = _Noted(fams, note)
+                hit = _Noted(fams, note, hit)
                 self._noted[key] = hit
             return hit.noted
 

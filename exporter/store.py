@@ -3,6 +3,12 @@
 Writers (the sampler thread) replace immutable snapshots under a lock; readers
 (scrape threads) copy the dict of snapshots, so a scrape never waits on the
 database and never sees a half-written result.
+
+A recorded family equal to the one the probe recorded before is kept as the
+previous object (and the whole tuple when every family is unchanged): renderers
+convert a family to text once per object, so a value that did not change since
+the last run is not converted again (most of a 1 s probe's families are the same
+from one second to the next).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from exporter.samples import Family
@@ -104,9 +111,9 @@ class ResultStore:
             # families are kept as the probe made them: the renderer converts each one once
             # (with the state's HELP note) instead of copying every family on every run
             if persistent is not None:
-                updates["persistent"] = tuple(persistent)
+                updates["persistent"] = _interned(persistent, state.persistent)
             if success:
-                updates["families"] = tuple(families or ())
+                updates["families"] = _interned(families or (), state.families)
                 updates["last_success_wall"] = wall
                 updates["last_success_monotonic"] = (
                     time.monotonic() if monotonic is None else monotonic
@@ -117,3 +124,24 @@ class ResultStore:
     def snapshot(self) -> dict[str, ProbeState]:
         with self._lock:
             return dict(self._states)
+
+
+def _interned(new: Sequence[Family], old: tuple[Family, ...]) -> tuple[Family, ...]:
+    """``new`` as a tuple, with each family equal to the one before it (same position, else
+    same name) replaced by that previous object; ``old`` itself when nothing changed."""
+    if len(new) == len(old):
+        same = True
+        out: list[Family] = []
+        for fam, before in zip(new, old, strict=True):
+            if fam is before or fam == before:
+                out.append(before)
+            else:
+                same = False
+                out.append(fam)
+        return old if same else tuple(out)
+    by_name = {f.name: f for f in old}
+    return tuple(_same(fam, by_name.get(fam.name)) for fam in new)
+
+
+def _same(fam: Family, before: Family | None) -> Family:
+    return before if before is not None and before == fam else fam

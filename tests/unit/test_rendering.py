@@ -161,7 +161,7 @@ def test_cached_exposition_equals_a_direct_rendering() -> None:
     assert b"Sampled by probe report every 15s." in direct
 
 
-def test_probe_families_are_converted_once_per_run() -> None:
+def test_probe_families_are_converted_once_per_change() -> None:
     from exporter.metrics import ExpositionCache  # noqa: PLC0415
 
     clock = Clock()
@@ -177,10 +177,20 @@ def test_probe_families_are_converted_once_per_run() -> None:
     assert cache._converted["t"].families == converted  # same objects: not converted again
     assert all(a[1] is b[1] for a, b in zip(converted.values(), cache._converted["t"].families.values(),
                                               strict=True))  # fmt: skip
-    store.record("scan_lookup", success=True, duration_seconds=0.01, families=[fam],
+    # a new run with an equal family: the store keeps the previous object, not converted again
+    store.record("scan_lookup", success=True, duration_seconds=0.01,
+                 families=[gauge("gecko_scan_lookup_last_duration_seconds", "x", 0.01)],
                  monotonic=clock.now)  # fmt: skip
     cache.refresh()
-    assert cache._converted["t"].families != converted  # a new run: converted again
+    assert cache._converted["t"].families == converted
+    assert all(a[1] is b[1] for a, b in zip(converted.values(), cache._converted["t"].families.values(),
+                                              strict=True))  # fmt: skip
+    store.record("scan_lookup", success=True, duration_seconds=0.01,
+                 families=[gauge("gecko_scan_lookup_last_duration_seconds", "x", 0.02)],
+                 monotonic=clock.now)  # fmt: skip
+    cache.refresh()
+    assert cache._converted["t"].families != converted  # a changed value: converted again
+    assert b"gecko_scan_lookup_last_duration_seconds 0.02" in cache.body("t", generate_latest, gz=False)
 
 
 def test_render_thread_renders_at_least_every_max_age() -> None:
