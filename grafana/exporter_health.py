@@ -173,10 +173,11 @@ def _probe_panels() -> list[PanelBuilder]:
                 description=(
                     "Seconds since each probe's last success, as a multiple of its "
                     "interval. Bad: above the dashed line at 3 intervals — the probe's "
-                    "metrics are stale (GeckoProbeFailing)."
+                    "metrics are stale: its runs fail (GeckoProbeFailing) or it has "
+                    "stopped running (GeckoProbeStalled)."
                 ),
                 queries=[_per_probe(f"(time() - {LAST_SUCCESS}) / {INTERVAL}")],
-                runbooks=["GeckoProbeFailing"],
+                runbooks=["GeckoProbeFailing", "GeckoProbeStalled"],
                 steps=bad_from(3, warn=2),
                 min=0,
             ),

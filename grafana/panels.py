@@ -27,25 +27,13 @@ from grafana_foundation_sdk.models import dashboard as dashboard_model
 from grafana_foundation_sdk.models import heatmap as heatmap_model
 from grafana_foundation_sdk.models import prometheus as prometheus_model
 
+from alert_rules import catalogue
+
 RUNBOOK_BASE_URL = "https://github.com/gecko-advisor/gecko-exporter/blob/main/docs/runbooks/"
 
-#: Alerts defined in ``alert_rules/``; each has ``docs/runbooks/<name>.md``.
-ALERT_NAMES: tuple[str, ...] = (
-    "GeckoScanLookupSlow",
-    "GeckoReportGenerationSlow",
-    "GeckoConnectionPoolSaturated",
-    "GeckoSlowQuery",
-    "GeckoExporterDown",
-    "GeckoDatabaseDown",
-    "GeckoProbeFailing",
-    "GeckoCriticalIndexMissing",
-    "GeckoInvalidIndex",
-    "GeckoQueryPlanRegression",
-    "GeckoMigrationFailed",
-    "GeckoLockQueueBehindDDL",
-    "GeckoLongIndexBuild",
-    "GeckoLongBackup",
-)
+#: Alerts defined in ``alert_rules/`` (its catalogue, in order); each has
+#: ``docs/runbooks/<name>.md``. Only these can get a runbook link.
+ALERT_NAMES: tuple[str, ...] = tuple(dict.fromkeys(alert.name for alert in catalogue.alerts()))
 
 DATASOURCE = dashboard_model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 

@@ -134,12 +134,15 @@ def test_runbook_links_name_known_alerts_and_existing_files() -> None:
 
 
 def test_alert_names_match_the_alert_rules() -> None:
+    """Every alert the rule files define, and only those, can get a runbook link."""
     rules = REPO / "alert_rules"
     files = [*rules.glob("**/*.yml"), *rules.glob("**/*.yaml")]
     assert files, "alert_rules/ has no rule files"
     text = "\n".join(f.read_text(encoding="utf-8") for f in files)
     defined = set(re.findall(r"alert:\s*['\"]?(Gecko\w+)", text))
-    assert defined >= ALERTS, f"dashboards link runbooks of undefined alerts: {ALERTS - defined}"
+    assert defined - ALERTS == set(), "alerts missing from grafana/panels.py ALERT_NAMES"
+    assert ALERTS - defined == set(), "dashboards link runbooks of undefined alerts"
+    assert len(panels.ALERT_NAMES) == len(ALERTS), "ALERT_NAMES holds a duplicate"
 
 
 # --- the rules themselves catch what they should ------------------------------------------
