@@ -4,7 +4,9 @@ One asyncio event loop in one daemon thread runs a task per probe. A run that
 exceeds its timeout is reported as failed *at* the deadline (its statement is
 cancelled in the background); a probe whose previous run is still unwinding is
 reported ``busy``. A stuck probe never delays the others: they have their own
-tasks and, unless they share its lane, their own connections.
+tasks and, unless they share its lane, their own connections. Every probe's
+ticks share one phase, so probes due in the same second start in the same
+wake-up of the loop (each wake-up costs CPU, more than most of a run's work).
 
 Every iteration of every probe loop is supervised: an exception anywhere (a
 probe's ``collect`` or ``persistent``, the store rejecting a record) is logged
@@ -123,11 +125,12 @@ class Scheduler:
         self.store = store
         self.probes = probes
         self.abandon_grace_seconds = abandon_grace_seconds
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._rng = rng or random.Random()  # noqa: S311 - a phase, not crypto
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
+        self._epoch = 0.0
         self._failing: dict[str, str] = {}
         #: error signatures already logged per probe (cleared when the probe recovers)
         self._errors_logged: dict[str, set[tuple[str, str, str]]] = {}
@@ -156,6 +159,9 @@ class Scheduler:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        # one phase for every probe (a random offset within the first second): probes due in
+        # the same second are due at the same instant and wake the loop once, not each
+        self._epoch = self._loop.time() + self._rng.uniform(0, 1.0)
         self._started.set()
         tasks = [
             asyncio.create_task(self._probe_loop(sp), name=f"probe-{sp.probe.name}")
@@ -174,24 +180,27 @@ class Scheduler:
             raise RuntimeError("scheduler loop not initialised")
         loop = asyncio.get_running_loop()
         interval = sp.settings.interval_seconds
-        next_run = loop.time() + self._rng.uniform(0, min(interval, 1.0))
+        epoch = self._epoch
+        # tick n is due at epoch + n * interval (a product, not a running sum: probes whose
+        # ticks coincide are due at the very same time, one timer wake-up for all of them)
+        tick = 0
         state = _LoopState()
         try:
             while not self._stop.is_set():
-                delay = next_run - loop.time()
-                if delay > 0:
+                due = epoch + tick * interval
+                if due > loop.time():
                     # a plain sleep (stop cancels this task): no task and timeout per tick
-                    await asyncio.sleep(delay)
+                    await _sleep_until(loop, due)
                     if self._stop.is_set():
                         break
                 try:
                     await self._tick(sp, state)
                 except Exception as exc:  # noqa: BLE001 - supervised: only stop ends the loop
                     self._probe_error(sp, exc, "schedule", 0.0)
-                next_run += interval
-                if next_run < loop.time():  # overran: skip missed ticks, keep the phase
-                    missed = int((loop.time() - next_run) // interval) + 1
-                    next_run += missed * interval
+                tick += 1
+                behind = loop.time() - (epoch + tick * interval)
+                if behind > 0:  # overran: skip missed ticks, keep the phase
+                    tick += int(behind // interval) + 1
         finally:
             await self._cancel_pending(state)
 
@@ -382,6 +391,21 @@ def _where(exc: BaseException) -> str:
     last = frames[-1]
     parts = last.filename.replace("\\", "/").rsplit("/", 2)
     return f"{'/'.join(parts[-2:])}:{last.lineno} in {last.name}"
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
+    """``asyncio.sleep`` to an absolute loop time (timers due at the same time fire together)."""
+    waiter: asyncio.Future[None] = loop.create_future()
+    handle = loop.call_at(when, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        handle.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _consume_exception(task: asyncio.Task[None]) -> None:
