@@ -47,7 +47,7 @@ import psycopg
 import structlog
 from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq import ExecStatus, PipelineStatus, TransactionStatus
 from psycopg.rows import dict_row
 
 from exporter.db.dsn import describe_target, redact_secrets
@@ -215,12 +215,30 @@ def _shutdown_socket(conn: psycopg.AsyncConnection[Any]) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-class LaneSession:
-    """What a probe sees of a database session (see :class:`exporter.probes.base.Session`)."""
+#: sets the session's statement_timeout (a bind parameter: one prepared statement for all values)
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
 
-    def __init__(self, conn: psycopg.AsyncConnection[dict[str, Any]], lane: Lane) -> None:
+
+class LaneSession:
+    """What a probe sees of a database session (see :class:`exporter.probes.base.Session`).
+
+    With ``statement_timeout_ms`` (the lane's connection has another one), the first
+    statement goes in one pipeline behind the ``set_config`` that sets it: one round
+    trip, not two (probes of different timeouts share a lane, so the setting changes
+    a few times a minute), and the statement never runs under another probe's timeout.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[dict[str, Any]],
+        lane: Lane,
+        slot: _Slot | None = None,
+        statement_timeout_ms: int | None = None,
+    ) -> None:
         self._conn = conn
         self._lane = lane
+        self._slot = slot
+        self._statement_timeout_ms = statement_timeout_ms if slot is not None else None
 
     @property
     def server_version(self) -> int:
@@ -236,7 +254,10 @@ class LaneSession:
     ) -> list[dict[str, Any]]:
         """Run one statement and return its rows as dicts."""
         try:
-            cur = await self._conn.execute(sql, params, prepare=prepare)
+            if self._statement_timeout_ms is None:
+                cur = await self._conn.execute(sql, params, prepare=prepare)
+            else:
+                cur = await self._execute_with_timeout(sql, params, prepare)
             # the result's status, not cur.description (which builds a Column per field)
             result = cur.pgresult
             rows = (
@@ -268,6 +289,21 @@ class LaneSession:
             ) from None
         self._lane.note_reached()
         return rows
+
+    async def _execute_with_timeout(
+        self, sql: str, params: Params, prepare: bool | None
+    ) -> psycopg.AsyncCursor[dict[str, Any]]:
+        """``set_config('statement_timeout')`` and the statement, pipelined (one round trip)."""
+        ms, self._statement_timeout_ms = self._statement_timeout_ms, None
+        slot = self._slot
+        if slot is None or ms is None:  # pragma: no cover - only called with both
+            raise RuntimeError("no statement_timeout to set")
+        slot.statement_timeout_ms = None  # unknown until both succeeded (a failure rolls back)
+        async with self._conn.pipeline():
+            await self._conn.execute(SET_STATEMENT_TIMEOUT, (f"{ms}ms",))
+            cur = await self._conn.execute(sql, params, prepare=prepare)
+        slot.statement_timeout_ms = ms
+        return cur
 
     async def fetch_one(
         self, sql: str, params: Params = None, *, prepare: bool | None = None
@@ -635,11 +671,10 @@ class Lane:
             try:
                 wanted = _ms(statement_timeout_seconds)
                 if self.sets_statement_timeout and slot.statement_timeout_ms != wanted:
-                    await LaneSession(conn, self).fetch(
-                        "SELECT set_config('statement_timeout', %s, false)", (f"{wanted}ms",)
-                    )
-                    slot.statement_timeout_ms = wanted
-                yield LaneSession(conn, self)
+                    # set with the session's first statement (see LaneSession)
+                    yield LaneSession(conn, self, slot, wanted)
+                else:
+                    yield LaneSession(conn, self)
                 clean = True
             finally:
                 if self._slot is not slot:
@@ -651,6 +686,7 @@ class Lane:
                     conn.closed
                     or conn.broken
                     or conn.pgconn.transaction_status != TransactionStatus.IDLE
+                    or conn.pgconn.pipeline_status != PipelineStatus.OFF
                 ):
                     # cancelled or failed mid-statement: never reuse a session in an
                     # unknown state

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from exporter.db.session import Database, SessionOptions
-from exporter.errors import DatabaseError, DatabaseUnavailable
+from exporter.errors import DatabaseError, DatabaseUnavailable, StatementTimeout
 from tests.conftest import GeckoDatabase
 from tests.support.exporter_proc import ExporterProcess
 from tests.support.wait import wait_until
@@ -54,6 +54,48 @@ def test_every_lane_sets_the_safety_settings(gecko_db_any: GeckoDatabase) -> Non
             "ro": "on",
             "tro": "on",
         }
+
+
+def test_statement_timeout_switches_with_the_first_statement(gecko_db_any: GeckoDatabase) -> None:
+    """Probes of different timeouts share a lane: the lane sets statement_timeout in one
+    round trip with the session's first statement (a pipeline), and that statement already
+    runs under it, also after a failed statement and with prepared statements."""
+
+    async def main() -> list[object]:
+        db = Database(gecko_db_any.monitor_dsn, OPTIONS)
+        lane = db.lane("activity")
+        seen: list[object] = []
+        try:
+            for _ in range(7):  # past psycopg's prepare threshold (5)
+                async with lane.session(0.2) as s:
+                    with pytest.raises(StatementTimeout):
+                        await s.fetch("SELECT pg_sleep(2)")
+                async with lane.session(3) as s:
+                    # one round trip with the set_config: the same implicit transaction
+                    row = await s.fetch_one(
+                        "SELECT current_setting('statement_timeout') AS st,"
+                        " transaction_timestamp() < statement_timestamp() AS with_set"
+                    )
+                    assert row is not None and row["with_set"] is True
+                    seen.append(row["st"])
+                    await s.fetch("SELECT pg_sleep(0.3)")  # under 3 s: not cancelled
+                async with lane.session(3) as s:  # unchanged: no second set_config
+                    row = await s.fetch_one("SELECT current_setting('statement_timeout') AS st")
+                    assert row is not None
+                    seen.append(row["st"])
+            # a statement that fails in the pipeline rolls the setting back: set again next time
+            async with lane.session(0.25) as s:
+                with pytest.raises(DatabaseError):
+                    await s.fetch("SELECT 1/0")
+            async with lane.session(0.25) as s:
+                row = await s.fetch_one("SELECT current_setting('statement_timeout') AS st")
+                assert row is not None
+                seen.append(row["st"])
+        finally:
+            await db.close()
+        return seen
+
+    assert asyncio.run(main()) == ["3s", "3s"] * 7 + ["250ms"]
 
 
 def test_connect_failure_backs_off(gecko_db: GeckoDatabase) -> None:
