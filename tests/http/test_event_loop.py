@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from exporter.server import BasicAuth, HttpServer, Limits, Request, Response
-from tests.http.certs import bcrypt_hash
+from tests.http.certs import Pki, bcrypt_hash
 from tests.http.conftest import ServeFactory
-from tests.http.test_tls_auth import basic, counting_checkpw
+from tests.http.test_tls_auth import basic, client_context, counting_checkpw, tls_config
 from tests.support.wait import wait_until
 
 
@@ -145,6 +145,29 @@ def test_keep_alive_scrapes_on_the_loop_reuse_one_connection(serve: ServeFactory
     assert len(set(bodies)) == 1
     assert b"gecko_test_padding" in bodies[0]
     conn.close()
+
+
+def test_pipelined_cached_scrapes_over_tls(serve: ServeFactory, pki: Pki) -> None:
+    """Several requests in one TLS record: the loop answers what TLS already decrypted."""
+    server = serve(tls_config(pki), config_dir=pki.directory, cached=True)
+    ctx = client_context(pki)
+    conn = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=5, context=ctx)
+    conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+    packed = conn.getresponse().read()
+    conn.request("GET", "/metrics")
+    plain = conn.getresponse().read()
+    assert gzip.decompress(packed) == plain
+    conn.close()
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        sock.sendall(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n" * 3
+            + b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        responses = read_responses(sock, [False] * 4)
+    assert [r[2] for r in responses] == [packed] * 3 + [plain]
 
 
 def test_a_slow_reader_holds_up_no_other_scrape(sockets: list[socket.socket]) -> None:
