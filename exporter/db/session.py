@@ -302,7 +302,10 @@ class LaneSession:
         async with self._conn.pipeline():
             await self._conn.execute(SET_STATEMENT_TIMEOUT, (f"{ms}ms",))
             cur = await self._conn.execute(sql, params, prepare=prepare)
-        slot.statement_timeout_ms = ms
+        # inside a transaction the statement opened (BEGIN), a ROLLBACK would undo the setting
+        # too: unknown then, the next session sets it again
+        idle = self._conn.pgconn.transaction_status == TransactionStatus.IDLE
+        slot.statement_timeout_ms = ms if idle else None
         return cur
 
     async def fetch_one(

@@ -91,11 +91,19 @@ def test_statement_timeout_switches_with_the_first_statement(gecko_db_any: Gecko
                 row = await s.fetch_one("SELECT current_setting('statement_timeout') AS st")
                 assert row is not None
                 seen.append(row["st"])
+            # a first statement that opens a transaction: a ROLLBACK undoes the setting too
+            async with lane.session(0.3) as s:
+                await s.fetch("BEGIN")
+                await s.fetch("ROLLBACK")
+            async with lane.session(0.3) as s:
+                row = await s.fetch_one("SELECT current_setting('statement_timeout') AS st")
+                assert row is not None
+                seen.append(row["st"])
         finally:
             await db.close()
         return seen
 
-    assert asyncio.run(main()) == ["3s", "3s"] * 7 + ["250ms"]
+    assert asyncio.run(main()) == ["3s", "3s"] * 7 + ["250ms", "300ms"]
 
 
 def test_connect_failure_backs_off(gecko_db: GeckoDatabase) -> None:
