@@ -81,3 +81,24 @@ def healthcheck_command(stage: Stage) -> list[str]:
     _, sep, command = value.partition("CMD ")
     assert sep, "HEALTHCHECK without CMD"
     return Instruction("CMD", command.strip()).exec_form()
+
+
+def apt_packages(stage: Stage) -> dict[str, str]:
+    """``name: version pin`` of every ``apt-get install`` in the stage (``""`` when unpinned)."""
+    found: dict[str, str] = {}
+    for instruction in stage.all("RUN"):
+        for command in instruction.value.split("&&"):
+            words = command.split()
+            if words[:2] != ["apt-get", "install"]:
+                continue
+            for word in words[2:]:
+                if not word.startswith("-"):
+                    name, _, version = word.partition("=")
+                    found[name] = version
+    return found
+
+
+def pip_run(stage: Stage) -> Instruction:
+    """The stage's one RUN that installs Python packages."""
+    (found,) = [i for i in stage.all("RUN") if "pip install" in i.value]
+    return found

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
 import os
 import re
 import shutil
@@ -19,7 +21,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.dockerfile import DOCKERFILE, Stage, healthcheck_command, parse
+from tests.conftest import require_tool
+from tests.deploy.dockerfile import (
+    DOCKERFILE,
+    Stage,
+    apt_packages,
+    healthcheck_command,
+    parse,
+    pip_run,
+)
 from tests.deploy.tools import CHART, REPO, hadolint_binary, run
 from tests.support.wait import free_port
 
@@ -116,6 +126,97 @@ def test_pip_install_line_is_the_documented_one(stages: list[Stage]) -> None:
     assert f"\n   {installs[0]}\n" in DOCS.read_text(encoding="utf-8"), (
         f"docs/deploy.md must show the Dockerfile's install step verbatim: {installs[0]}"
     )
+
+
+# ---- psycopg: the C implementation on Debian's libpq, not the binary wheel's own ------------
+
+
+def test_psycopg_c_on_debian_libpq_replaces_the_binary_wheel(stages: list[Stage]) -> None:
+    """psycopg's docs prefer the C implementation on the system libpq for production: libpq and
+    OpenSSL then get the OS's security updates (the binary wheel bundles its own copies)."""
+    builder, final = stages[0], stages[-1]
+    built = apt_packages(builder)
+    runtime = apt_packages(final)
+    assert {"gcc", "libc6-dev", "libpq-dev"} <= built.keys(), built
+    assert all(built.values()) and all(runtime.values()), "apt packages are pinned"
+    assert "libpq5" in runtime, "the runtime stage installs the libpq psycopg-c links"
+    assert built["libpq-dev"].split(".")[0] == runtime["libpq5"].split(".")[0], (
+        "psycopg-c runs on the libpq major it was compiled against"
+    )
+    assert not {"gcc", "libc6-dev", "libpq-dev"} & runtime.keys()
+
+    steps = [step.strip() for step in pip_run(builder).value.split("&&")]
+    c_install = [i for i, step in enumerate(steps) if "psycopg-c==" in step]
+    assert c_install, steps
+    assert "psycopg.__version__" in steps[c_install[0]], "psycopg-c pinned to psycopg's version"
+    # removed in the same layer as it was installed: the copied virtualenv never holds it
+    assert steps[-1] == "/opt/venv/bin/pip uninstall --yes psycopg-binary", steps
+
+    env = " ".join(i.value for i in final.all("ENV")).split()
+    assert "PSYCOPG_IMPL=c" in env, "importing psycopg fails unless the C implementation is there"
+
+
+def test_psycopg_impl_c_fails_without_the_c_implementation() -> None:
+    """What PSYCOPG_IMPL=c buys the image: no silent fallback (here: only the binary wheel)."""
+    probe = "import psycopg; print(psycopg.pq.__impl__)"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], env={**os.environ, "PSYCOPG_IMPL": "c"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if importlib.util.find_spec("psycopg_c") is None:
+        assert proc.returncode != 0
+        assert "couldn't import requested psycopg 'c' implementation" in proc.stderr, proc.stderr
+    else:
+        assert proc.stdout.strip() == "c", proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_the_builder_virtualenv_runs_psycopg_c_on_the_system_libpq(
+    stages: list[Stage], tmp_path: Path
+) -> None:
+    """The builder's install step, run here on the build context: C implementation, linked to
+    the system's libpq.so.5, and no psycopg_binary (nor its bundled libraries) in the venv."""
+    pg_config = require_tool("pg_config")  # libpq-dev: psycopg-c is built against it
+    require_tool("gcc")
+    source = tmp_path / "src"
+    _image_sources(stages, source)
+    venv = tmp_path / "venv"
+    command = pip_run(stages[0]).value.replace("/opt/venv", str(venv))
+    path = os.pathsep.join([str(Path(sys.executable).parent), str(Path(pg_config).parent),
+                            "/usr/bin", "/bin"])  # fmt: skip
+    proc = subprocess.run(
+        ["/bin/sh", "-c", command],
+        cwd=source, env={**os.environ, "PATH": path}, capture_output=True, text=True,
+        timeout=900, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    probe = (
+        "import importlib.util, json, psycopg, psycopg_c.pq\n"
+        "print(json.dumps({'impl': psycopg.pq.__impl__, 'libpq': psycopg.pq.version(),\n"
+        "    'binary': importlib.util.find_spec('psycopg_binary') is not None,\n"
+        "    'so': psycopg_c.pq.__file__}))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PSYCOPG_IMPL": "c"}
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout)
+    assert found["impl"] == "c"
+    assert not found["binary"]
+    pg_version = run([pg_config, "--version"]).stdout.split()[1]
+    assert found["libpq"] // 10000 == int(pg_version.split(".")[0]), (found, pg_version)
+    linked = run(["ldd", found["so"]]).stdout
+    libpq = [line.split("=>")[1].split()[0] for line in linked.splitlines() if "libpq.so" in line]
+    assert len(libpq) == 1, linked
+    assert not libpq[0].startswith(str(venv)), linked
+    dists = run([str(venv / "bin" / "pip"), "list", "--format=json"]).stdout
+    names = {d["name"].lower() for d in json.loads(dists)}
+    assert {"psycopg", "psycopg-c"} <= names
+    assert "psycopg-binary" not in names
+    assert not list(venv.rglob("psycopg_binary*")), "no psycopg_binary files or bundled libs"
 
 
 # ---- .dockerignore -------------------------------------------------------------------------
