@@ -7,6 +7,7 @@ DSN secret files) and the web config file; every problem is one
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,23 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
     return yaml.SafeLoader.construct_yaml_int(loader, node)
 
 
+def _construct_str(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
+    """A string; a JSON-style escaped surrogate pair (``"\\ud83d\\ude00"``) is one character.
+
+    JSON is YAML, and JSON writers escape a character beyond U+FFFF as a UTF-16 pair;
+    PyYAML reads each half as a lone surrogate, which no text encoding accepts. A lone
+    surrogate stays as it is (the field's check rejects it).
+    """
+    text = str(loader.construct_scalar(node))
+    if any("\ud800" <= char <= "\udfff" for char in text):
+        with contextlib.suppress(UnicodeError):
+            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+    return text
+
+
 StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+StrictLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
 
 
 def load_yaml_mapping(path: Path, limit: int, what: str) -> dict[Any, Any]:

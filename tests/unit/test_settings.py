@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,15 @@ def test_lock_timeout_must_stay_below_probe_timeouts() -> None:
 )
 def test_split_host_port(text: str, expected: tuple[str, int]) -> None:
     assert split_host_port(text) == expected
+
+
+def test_json_config_with_an_escaped_character_beyond_the_bmp(tmp_path: Path) -> None:
+    """JSON is YAML: a writer escapes U+98BA5 as a surrogate pair, read back as one character."""
+    password = "pw\U00098ba5x"
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"database_url": f"postgresql://mon:{password}@db:5432/privacy"}))
+    assert "\\ud" in cfg.read_text()  # ensure_ascii: the pair is escaped
+    assert password in load_config(config_file=cfg).dsn()
+    cfg.write_text(json.dumps({"database_url": "postgresql://mon:pw\ud800@db:5432/privacy"}))
+    with pytest.raises(SettingsError, match=r"^database_url: is not UTF-8 text \(from config"):
+        load_config(config_file=cfg)
