@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import re
 import socket
 import threading
 import time
@@ -15,11 +16,13 @@ from collections.abc import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from exporter.metrics import negotiate
 from exporter.server import HttpServer, Limits, Request, Response, make_app
-from tests.http.conftest import ServeFactory
+from tests.http.conftest import ServeFactory, sample_registry
 from tests.support.wait import wait_until
 
 
@@ -97,6 +100,32 @@ def test_openmetrics_content_type_names_the_version_written(
     assert status == 200
     assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert b"gecko_up" in body
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "",
+        "*/*",
+        "application/openmetrics-text",
+        "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3",
+        "application/openmetrics-text;version=0.0.1,text/plain;version=1.0.0",
+        "application/openmetrics-text; version=1.0.0; escaping=allow-utf-8",
+        "application/openmetrics-text;version=2.0.0;escaping=dots",
+        "text/plain;version=1.0.0;escaping=values",
+        "text/plain;version=1.0.0;escaping=nonsense",
+        "text/plain",
+    ],
+)
+def test_negotiation_is_prometheus_clients_with_the_version_written(accept: str) -> None:
+    registry = sample_registry()
+    encoder, content_type = negotiate(accept)
+    theirs, their_type = choose_encoder(accept)
+    assert encoder(registry) == theirs(registry)
+    # choose_encoder names the OpenMetrics version asked for; 1.0.0 is what it writes
+    if their_type.startswith("application/openmetrics-text"):
+        their_type = re.sub(r"version=[^;]+", "version=1.0.0", their_type)
+    assert content_type == their_type
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
