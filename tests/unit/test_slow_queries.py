@@ -198,3 +198,47 @@ def test_sql_reads_only_the_monitored_and_configured_databases_and_progress_view
     for view in ("create_index", "vacuum", "cluster", "analyze"):
         assert f"pg_stat_progress_{view}" in sql
     assert "left(a.query, 256) END AS query_head" in sql
+
+
+class RowsSession:
+    """Just enough of a session for the probe: every statement answers ``rows``."""
+
+    server_version = 180000
+    backend_pid = 1
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []  # type: ignore[type-arg]
+
+    async def fetch(self, sql: str, params: object = None, *, prepare: bool | None = None) -> list:  # type: ignore[type-arg]
+        del sql, params, prepare
+        return self.rows
+
+
+def test_a_run_with_the_same_values_returns_the_same_family_objects() -> None:
+    """At one run a second, most values do not change: the probe hands the store the objects
+    of the run before (renderers convert a family once per object); a changed value is new."""
+    import asyncio  # noqa: PLC0415
+    from typing import cast  # noqa: PLC0415
+
+    from exporter.probes.base import Session  # noqa: PLC0415
+    from exporter.probes.slow_queries import SlowQueriesProbe  # noqa: PLC0415
+
+    probe = SlowQueriesProbe(5, own_application_name="gecko-exporter")
+    session = RowsSession()
+    session.rows = [row(1, 0.5)]
+    first = asyncio.run(probe.collect(cast(Session, session), 0.0))
+    first_persistent = probe.persistent()
+    session.rows = [row(1, 0.5, state="idle in transaction")]  # idle tx appears, active goes
+    second = asyncio.run(probe.collect(cast(Session, session), 0.0))
+    assert [f.name for f in second] == [f.name for f in first]
+    changed = {f.name for a, f in zip(first, second, strict=True) if a is not f}
+    assert changed == {
+        "gecko_longest_active_query_seconds",
+        "gecko_longest_idle_in_transaction_seconds",
+    }
+    assert all(a == b for a, b in zip(first[2:], second[2:], strict=True))
+    assert all(a is b for a, b in zip(first_persistent, probe.persistent(), strict=True))
+    session.rows = [row(2, 7.0)]  # a slow query: counted, so the counter is a new object
+    asyncio.run(probe.collect(cast(Session, session), 0.0))
+    assert probe.persistent()[0] is not first_persistent[0]
+    assert probe.persistent()[0].samples[0].value == 1.0
