@@ -234,8 +234,16 @@ class Scheduler:
         run.task = task
         state.inflight = run  # visible to _cancel_pending if the loop is cancelled while waiting
         timeout = sp.settings.timeout_seconds
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if done:
+        # what asyncio.wait({task}, timeout) does, without its sets and callback bookkeeping
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        task.add_done_callback(lambda _: _wake(waiter))
+        deadline = loop.call_later(timeout, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            deadline.cancel()
+        if task.done():
             return
         run.timed_out = True
         task.cancel()

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from exporter.samples import Family
 
@@ -97,28 +96,36 @@ class ResultStore:
         wall = time.time() if wall is None else wall
         with self._lock:
             state = self._states[name]
-            failures = Counter(dict(state.failures))
+            failures = state.failures
             if not success and reason is not None:
-                failures[reason] += 1
-            updates: dict[str, object] = {
-                "runs": state.runs + 1,
-                "failures": tuple(sorted(failures.items())),
-                "last_success": success,
-                "last_duration_seconds": duration_seconds,
-                "last_failure_reason": None if success else reason,
-                "last_run_wall": wall,
-            }
+                counts = dict(failures)
+                counts[reason] = counts.get(reason, 0) + 1
+                failures = tuple(sorted(counts.items()))
             # families are kept as the probe made them: the renderer converts each one once
             # (with the state's HELP note) instead of copying every family on every run
-            if persistent is not None:
-                updates["persistent"] = _interned(persistent, state.persistent)
-            if success:
-                updates["families"] = _interned(families or (), state.families)
-                updates["last_success_wall"] = wall
-                updates["last_success_monotonic"] = (
-                    time.monotonic() if monotonic is None else monotonic
-                )
-            self._states[name] = replace(state, **updates)  # type: ignore[arg-type]
+            self._states[name] = ProbeState(
+                state.name,
+                state.interval_seconds,
+                state.timeout_seconds,
+                runs=state.runs + 1,
+                failures=failures,
+                last_success=success,
+                last_duration_seconds=duration_seconds,
+                last_failure_reason=None if success else reason,
+                last_success_wall=wall if success else state.last_success_wall,
+                last_success_monotonic=(
+                    (time.monotonic() if monotonic is None else monotonic)
+                    if success
+                    else state.last_success_monotonic
+                ),
+                last_run_wall=wall,
+                families=_interned(families or (), state.families) if success else state.families,
+                persistent=(
+                    state.persistent
+                    if persistent is None
+                    else _interned(persistent, state.persistent)
+                ),
+            )
             self._version += 1
 
     def snapshot(self) -> dict[str, ProbeState]:

@@ -240,6 +240,15 @@ class LaneSession:
         self._slot = slot
         self._statement_timeout_ms = statement_timeout_ms if slot is not None else None
 
+    def _cursor(self) -> psycopg.AsyncCursor[dict[str, Any]]:
+        """The lane connection's cursor, made once per connection (not once per statement)."""
+        slot = self._slot
+        if slot is None:
+            return self._conn.cursor()
+        if slot.cursor is None:
+            slot.cursor = self._conn.cursor()
+        return slot.cursor
+
     @property
     def server_version(self) -> int:
         """``server_version_num`` of the connected server, e.g. 180001."""
@@ -255,7 +264,7 @@ class LaneSession:
         """Run one statement and return its rows as dicts."""
         try:
             if self._statement_timeout_ms is None:
-                cur = await self._conn.execute(sql, params, prepare=prepare)
+                cur = await self._cursor().execute(sql, params, prepare=prepare)
             else:
                 cur = await self._execute_with_timeout(sql, params, prepare)
             # the result's status, not cur.description (which builds a Column per field)
@@ -301,7 +310,7 @@ class LaneSession:
         slot.statement_timeout_ms = None  # unknown until both succeeded (a failure rolls back)
         async with self._conn.pipeline():
             await self._conn.execute(SET_STATEMENT_TIMEOUT, (f"{ms}ms",))
-            cur = await self._conn.execute(sql, params, prepare=prepare)
+            cur = await self._cursor().execute(sql, params, prepare=prepare)
         # inside a transaction the statement opened (BEGIN), a ROLLBACK would undo the setting
         # too: unknown then, the next session sets it again
         idle = self._conn.pgconn.transaction_status == TransactionStatus.IDLE
@@ -440,6 +449,7 @@ class _Slot:
 
     conn: psycopg.AsyncConnection[dict[str, Any]]
     statement_timeout_ms: int | None = None
+    cursor: psycopg.AsyncCursor[dict[str, Any]] | None = None
 
 
 class Lane:
@@ -677,7 +687,7 @@ class Lane:
                     # set with the session's first statement (see LaneSession)
                     yield LaneSession(conn, self, slot, wanted)
                 else:
-                    yield LaneSession(conn, self)
+                    yield LaneSession(conn, self, slot)
                 clean = True
             finally:
                 if self._slot is not slot:
