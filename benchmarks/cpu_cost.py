@@ -52,6 +52,23 @@ def thread_cpu(pid: int) -> dict[int, float]:
     return out
 
 
+def thread_wakeups(pid: int) -> dict[int, int]:
+    """Voluntary context switches of every thread (each one a sleep and a wake-up), by native id.
+
+    A wake-up costs CPU of its own (on a VM about 0.1 ms, more than most of a probe run's
+    Python work), so this count is worth watching beside the CPU time.
+    """
+    out: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    out[int(task.name)] = int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
 def cpu_seconds_of(stat_file: Path) -> float:
     stat = stat_file.read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
@@ -151,9 +168,11 @@ def main() -> None:
                          "--gil", "--output", str(speedscope)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip
+                wakes0 = thread_wakeups(pid)
                 cpu0, t0, threads0 = cpu_seconds(pid), time.monotonic(), thread_cpu(pid)
                 time.sleep(args.seconds)
                 cpu1, t1, threads1 = cpu_seconds(pid), time.monotonic(), thread_cpu(pid)
+                wakes1 = thread_wakeups(pid)
                 names = thread_names(pid) if spy is None else {}
                 rss = rss_bytes(pid)
                 stop.set()
@@ -166,11 +185,12 @@ def main() -> None:
     print(f"exporter CPU: {per_minute:.3f} s per minute (target <= 0.15)")
     print(f"window: {t1 - t0:.0f} s, scrape every {args.scrape_interval:g} s, {args.scans} scans")
     print(f"RSS at the end: {rss / 2**20:.1f} MiB")
-    print("per thread (CPU s per minute):")
+    print("per thread (CPU s per minute, wake-ups per minute):")
     for tid, end in sorted(threads1.items(), key=lambda kv: -(kv[1] - threads0.get(kv[0], 0.0))):
         used = (end - threads0.get(tid, 0.0)) / (t1 - t0) * 60
+        wakes = (wakes1.get(tid, 0) - wakes0.get(tid, 0)) / (t1 - t0) * 60
         if used >= 0.001:
-            print(f"  {used:.3f}  {names.get(tid, f'tid {tid}')}")
+            print(f"  {used:.3f}  {wakes:6.0f}  {names.get(tid, f'tid {tid}')}")
     if args.profile is not None:
         print(f"profile: {args.profile}")
 
