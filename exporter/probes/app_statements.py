@@ -105,6 +105,24 @@ def fingerprint(sql: str) -> str:
     return " ".join(tokens)
 
 
+def anchors(shapes: Iterable[str]) -> tuple[tuple[str, ...], ...] | None:
+    """What a statement of each of these shapes must contain: its quoted identifiers (pure).
+
+    A fingerprint keeps quoted identifiers as written, so a text with a shape's
+    fingerprint contains each of that shape's quoted identifiers verbatim
+    (``"Evidence"``, ``"scanId"``); a text that lacks one of each shape's is none of
+    the shapes, without tokenizing it. ``None`` when a shape quotes no identifier
+    (then every text is fingerprinted).
+    """
+    out: list[tuple[str, ...]] = []
+    for shape in shapes:
+        idents = {t for t in shape.split(" ") if len(t) > 2 and t[0] == t[-1] == '"'}
+        if not idents:
+            return None
+        out.append(tuple(sorted(idents, key=len, reverse=True)))
+    return tuple(out)
+
+
 def app_shapes(schema: str) -> dict[str, str]:
     """Fingerprint -> query name of the app's statements in ``schema`` (pure)."""
     sources: list[tuple[str, str]] = [
@@ -189,6 +207,7 @@ class AppStatements:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.shapes = app_shapes(schema)
+        self._anchors = anchors(self.shapes)
         self.text_refresh_seconds = text_refresh_seconds
         self.clock = clock or time.monotonic
         #: queryid -> name, or None: not one of the app's statements
@@ -203,6 +222,10 @@ class AppStatements:
     def classify(self, text: str) -> str | None:
         if len(text) > MAX_TEXT_CHARS:
             return None
+        if self._anchors is not None and not any(
+            all(ident in text for ident in idents) for idents in self._anchors
+        ):
+            return None  # most texts: not one of the app's (tokenizing them cost the most)
         return self.shapes.get(fingerprint(text))
 
     def to_classify(self, rows: Sequence[Row]) -> list[str]:

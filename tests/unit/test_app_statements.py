@@ -309,3 +309,32 @@ def test_entry_snapshot_rebuilds_the_full_set_from_changes() -> None:
         ("11", "3", 1),
     ]
     assert snap.apply([]) == full  # nothing changed: nothing transferred, nothing lost
+
+
+def test_texts_of_other_tables_are_not_tokenized(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most texts in pg_stat_statements are none of the app's: ones that lack a quoted
+    identifier every shape has are rejected before the (costly) tokenizer; the app's own
+    texts, stored or as psycopg sends them, are still classified."""
+    import exporter.probes.app_statements as module  # noqa: PLC0415
+
+    app = AppStatements("public")
+    calls: list[str] = []
+    real = module.fingerprint
+
+    def counting(sql: str) -> str:
+        calls.append(sql)
+        return real(sql)
+
+    monkeypatch.setattr(module, "fingerprint", counting)
+    others = [
+        'SELECT "id", "email" FROM "public"."User" WHERE "email" = $1 LIMIT $2',
+        'UPDATE "public"."Scan" SET "status" = $1 WHERE "id" = $2',
+        "SELECT pg_sleep($1)",
+    ]
+    for text in others:
+        assert app.classify(text) is None
+    assert calls == []
+    assert app.classify(STORED_RECENT) == "recent_reports"
+    assert app.classify(stored(app_queries.scan_by_slug("public"))) == "report_scan"
+    assert app.classify(app_queries.issues_for_scan("public")) == "report_issues"
+    assert len(calls) == 3
