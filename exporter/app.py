@@ -14,6 +14,7 @@ from exporter.config import Config
 from exporter.db.dsn import describe_target
 from exporter.db.pgbouncer import PgBouncerConsole
 from exporter.db.session import Database, SessionOptions
+from exporter.memory import release_free_memory
 from exporter.metrics import ExpositionCache, StoreCollector, build_registry, self_metrics
 from exporter.probes.registry import build_pgbouncer_probe, build_probes
 from exporter.scheduler import ScheduledProbe, Scheduler
@@ -159,9 +160,10 @@ class ExporterApp:
     def wait_for_signal(self) -> None:
         """Block until SIGINT/SIGTERM (or :meth:`request_stop`)."""
         self.install_signal_handlers()
-        # a signal interrupts the wait (its handler sets the event): no need to wake up often
+        # a signal interrupts the wait (its handler sets the event): no need to wake up often;
+        # once a minute, heap pages freed since (start-up's first) go back to the OS
         while not self._stop.wait(60):
-            pass
+            release_free_memory()
 
     def stop(self) -> None:
         if not self._started:
