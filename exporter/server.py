@@ -58,7 +58,6 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-import bcrypt
 import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import gzip_accepted
@@ -281,6 +280,9 @@ class BasicAuth:
     CACHE_SIZE = 256
 
     def __init__(self, users: Mapping[str, bytes]) -> None:
+        import bcrypt  # noqa: PLC0415 - loaded only when basic auth users are configured
+
+        self._bcrypt = bcrypt
         self._users = dict(users)
         cost = max((int(h.split(b"$")[2]) for h in self._users.values()), default=10)
         self._dummy = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=cost))
@@ -309,7 +311,7 @@ class BasicAuth:
             return True
         with self._bcrypt_lock:
             try:
-                ok = bcrypt.checkpw(password, target)
+                ok = self._bcrypt.checkpw(password, target)
             except ValueError:  # e.g. longer than bcrypt's 72 bytes: as Go's bcrypt, a failure
                 ok = False
         if not (ok and hashed is not None):

@@ -41,8 +41,8 @@ from pydantic_settings import SettingsError as SourceError
 from pydantic_settings.sources import ConfigFileSourceType
 
 from exporter.config import DEFAULT_PROBES, Config, FieldError, ProbeSettings, check_probe_name
-from exporter.config_files import load_yaml_mapping
 from exporter.errors import SettingsError
+from exporter.yaml_files import load_yaml_mapping
 
 ENV_PREFIX = "GECKO_"
 #: the config file is read with a bound (``/dev/zero`` is an error)

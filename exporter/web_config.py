@@ -34,9 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from exporter.config_files import StrictLoader as _StrictLoader
 from exporter.errors import SettingsError
 
 #: a web config file is a few lines; refuse anything that is clearly not one
@@ -223,17 +220,12 @@ def load_web_config(path: Path | str) -> WebConfig:
 
 def parse_web_config(text: str, path: Path) -> WebConfig:
     """Parse the file's text; relative paths resolve against ``path``'s directory."""
-    try:
-        # the config file's loader: duplicate keys are errors (as in exporter-toolkit's strict
-        # reading), an over-long integer stays text for the field check to reject
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise SettingsError(f"{problem}{where}") from None
-    except RecursionError:
-        raise SettingsError("nested too deeply") from None
+    # the config files' strict loader (imported here: a daemon without a web config never
+    # loads PyYAML): duplicate keys are errors, as in exporter-toolkit's strict reading; an
+    # over-long integer stays text for the field check to reject
+    from exporter.yaml_files import parse_yaml  # noqa: PLC0415
+
+    data = parse_yaml(text)
     try:
         return _parse(data, path)
     except _Invalid as exc:

@@ -46,5 +46,8 @@ def test_daemon_maps_no_pydantic_and_keeps_no_loader(gecko_db: GeckoDatabase) ->
         assert exp.proc is not None
         maps = Path(f"/proc/{exp.proc.pid}/maps").read_text()
         assert "pydantic" not in maps
+        # without a web config file: no YAML parser, no bcrypt (loaded only where needed)
+        assert "_yaml" not in maps
+        assert "_bcrypt" not in maps
         assert "_psycopg" in maps or "psycopg" in maps  # the maps are the daemon's own
         assert _children(exp.proc.pid) == []
