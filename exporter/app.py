@@ -81,9 +81,7 @@ class ExporterApp:
         self.target = describe_target(self._dsn)
         # renders the exposition in its own thread after store writes: scrapes read bytes
         self.exposition = ExpositionCache(self.store, self.collector, own_metrics)
-        web_config = (
-            load_web_config(settings.web_config_file) if settings.web_config_file else None
-        )
+        web_config = load_web_config(settings.web_config_file) if settings.web_config_file else None
         self.http = HttpServer(
             host,
             port,

@@ -74,7 +74,6 @@ StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 StrictLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
 
 
-
 def parse_yaml(text: str) -> Any:
     """YAML text read by :class:`StrictLoader`, or one SettingsError line (no field prefix).
 
