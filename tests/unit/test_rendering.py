@@ -190,7 +190,9 @@ def test_probe_families_are_converted_once_per_change() -> None:
                  monotonic=clock.now)  # fmt: skip
     cache.refresh()
     assert cache._converted["t"].families != converted  # a changed value: converted again
-    assert b"gecko_scan_lookup_last_duration_seconds 0.02" in cache.body("t", generate_latest, gz=False)
+    assert b"gecko_scan_lookup_last_duration_seconds 0.02" in cache.body(
+        "t", generate_latest, gz=False
+    )
 
 
 def test_render_thread_renders_at_least_every_max_age() -> None:
