@@ -10,6 +10,7 @@ tests/integration/test_latency_timeouts.py.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import (
     AsyncIterator,
@@ -69,6 +70,8 @@ class FakeLane:
         self._lock = asyncio.Lock()
         self.abandoned = 0
         self.sessions = 0
+        #: statement_timeout of every session, in the order they were asked for
+        self.timeouts: list[float] = []
 
     @asynccontextmanager
     async def _session(self, on_acquired: Callable[[], None] | None) -> AsyncIterator[FakeSession]:
@@ -81,7 +84,7 @@ class FakeLane:
     def session(
         self, statement_timeout_seconds: float, on_acquired: Callable[[], None] | None = None
     ) -> Any:
-        del statement_timeout_seconds
+        self.timeouts.append(statement_timeout_seconds)
         return self._session(on_acquired)
 
     def abandon(self) -> None:
@@ -475,3 +478,22 @@ def test_probes_due_in_the_same_second_start_in_the_same_wake_up() -> None:
     for slow in starts["slow"]:
         gap = min(abs(slow - fast) for fast in starts["fast"])
         assert gap < 0.002, (gap, starts)
+
+
+def test_probes_due_together_on_a_lane_start_grouped_by_statement_timeout() -> None:
+    """A lane switches its statement_timeout when the next probe's differs (a round trip):
+    probes due at the same time start in order of their timeouts, so the lane switches
+    twice per cycle of the slow probes (there and back), not once per probe."""
+    db, store = FakeDatabase(), ResultStore()
+    scheduled = [
+        ScheduledProbe(ScriptedProbe("connections"), settings(interval=0.2, timeout=3)),
+        ScheduledProbe(ScriptedProbe("slow_queries"), settings(interval=0.1, timeout=2)),
+        ScheduledProbe(ScriptedProbe("locks"), settings(interval=0.2, timeout=3)),
+    ]
+    lane = db.lanes["activity"]
+    with running(db, store, scheduled):
+        wait_until(lambda: len(lane.timeouts) >= 24, timeout=10, message="24 sessions")
+    timeouts = lane.timeouts[:24]
+    switches = sum(1 for a, b in itertools.pairwise(timeouts) if a != b)
+    cycles = timeouts.count(2.4) // 2  # each cycle: connections and locks once
+    assert switches <= 2 * cycles, timeouts
