@@ -171,11 +171,17 @@ class ConnectionsProbe:
 
     def __init__(self, pools: Sequence[PoolMatcher]) -> None:
         self.pools = tuple(pools)
+        #: the last row and its families: an equal row returns the same objects
+        self._last: tuple[Row, list[Family]] | None = None
 
     async def collect(self, session: Session, now: float) -> list[Family]:
         del now
         row = await session.fetch_one(SQL)
-        return parse(row, self.pools) if row is not None else []
+        if row is None:
+            return []
+        if self._last is None or self._last[0] != row:
+            self._last = (row, parse(row, self.pools))
+        return list(self._last[1])
 
     def persistent(self) -> list[Family]:
         return []

@@ -151,6 +151,8 @@ class LocksProbe:
     def __init__(self, own_application_name: str) -> None:
         self.own_application_name = own_application_name
         self._queue: tuple[int, ...] = ()
+        #: the last summary and its families: an equal summary returns the same objects
+        self._last: tuple[LockSummary, list[Family]] | None = None
 
     async def collect(self, session: Session, now: float) -> list[Family]:
         del now
@@ -162,7 +164,9 @@ class LocksProbe:
             locks = await session.fetch(locks_sql(session.server_version), {"pids": pids})
             summary = summarize(waiters(activity, locks), self.own_application_name)
         self._log_queue(summary)
-        return parse(summary)
+        if self._last is None or self._last[0] != summary:
+            self._last = (summary, parse(summary))
+        return list(self._last[1])
 
     def _log_queue(self, summary: LockSummary) -> None:
         queue = summary.access_exclusive_pids if summary.waiting_behind_access_exclusive else ()
