@@ -524,17 +524,18 @@ def validate_pgbouncer_url(url: str) -> None:
 
 
 def split_host_port(value: str) -> tuple[str, int]:
-    """Parse ``host:port`` / ``[v6]:port`` / ``:port``; raise ValueError with a reason."""
+    """Parse ``host:port`` / ``[v6]:port`` / ``:port``; raise ValueError with a reason.
+
+    The reason never quotes the value: a flag's value may be a pasted DSN.
+    """
     if value.startswith("["):
         host, sep, port_text = value[1:].partition("]:")
-        if not sep:
-            raise ValueError(f"{value!r} is not host:port")
     else:
         host, sep, port_text = value.rpartition(":")
-        if not sep:
-            raise ValueError(f"{value!r} is not host:port")
+    if not sep:
+        raise ValueError("not host:port (e.g. 0.0.0.0:8187 or [::]:8187)")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"port {port_text!r} is not a number between 1 and 65535")
+        raise ValueError("port is not a number between 1 and 65535")
     try:  # what bind() does with a name: a byte that is not UTF-8 or a label > 63 fails there
         host.encode("idna")
     except UnicodeError:

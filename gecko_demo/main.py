@@ -9,6 +9,7 @@ files) is gone when it returns.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -74,7 +75,19 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise DemoError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+            raise DemoError(
+                f"cannot listen on {listen_label(host, port)} ({exc.strerror or exc})"
+            ) from None
+
+
+def listen_label(host: str, port: int) -> str:
+    """``host:port`` for an error line: an IP address or ``localhost`` is shown, any other
+    --host value is not quoted (it may be a pasted DSN or password)."""
+    try:
+        shown = str(ipaddress.ip_address(host))
+    except ValueError:
+        shown = host if host == "localhost" else "the --host address"
+    return f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -380,7 +393,7 @@ def run_demo(
                 app = ExporterApp(settings)
             except OSError as exc:
                 raise DemoError(
-                    f"cannot listen on {listen_host}:{port} ({exc.strerror or exc})"
+                    f"cannot listen on {listen_label(listen_host, port)} ({exc.strerror or exc})"
                 ) from None
             stack.callback(app.stop)
             app.install_signal_handlers()  # from now on a signal asks for a clean stop

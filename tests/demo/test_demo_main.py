@@ -398,3 +398,25 @@ def test_missing_server_binaries_are_reported() -> None:
     with pytest.raises(main.DemoError, match=f"PostgreSQL {major} binaries are not installed"):
         main.select_binaries(major)
     assert main.select_binaries(None) == ServerBinaries.embedded()
+
+
+@pytest.mark.parametrize(
+    ("host", "shown"),
+    [
+        ("127.0.0.1", "127.0.0.1:8187"),
+        ("::1", "[::1]:8187"),
+        ("localhost", "localhost:8187"),
+        ("Pa55-quote", "the --host address:8187"),  # a name or a password: not told apart
+        ("postgresql://u:Pa55-quote@db/x", "the --host address:8187"),
+        ("Pa55 quote", "the --host address:8187"),
+    ],
+)
+def test_listen_errors_quote_an_address_never_other_text(host: str, shown: str) -> None:
+    assert main.listen_label(host, 8187) == shown
+
+
+def test_an_unusable_host_is_not_echoed() -> None:
+    with pytest.raises(main.DemoError) as info:
+        main.check_port_free("Pa55-quote::", 8187)
+    assert "Pa55-quote" not in str(info.value)
+    assert "cannot listen on the --host address:8187" in str(info.value)

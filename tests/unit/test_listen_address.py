@@ -28,3 +28,23 @@ def test_run_with_an_unencodable_host_exits_2_in_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "listen_address: host is not a valid host name or address" in err
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("postgresql://gecko:Pa55-quote@db/privacy", "port is not a number between 1 and 65535"),
+        ("Pa55-quote", "not host:port"),
+        ("[Pa55-quote]", "not host:port"),
+        ("db:Pa55-quote", "port is not a number between 1 and 65535"),
+    ],
+)
+def test_a_bad_listen_address_is_named_not_quoted(
+    value: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A value pasted into the wrong flag (a DSN, a password) is never echoed back."""
+    assert main(["check-config", "--listen-address", value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"listen_address: {reason}" in err
+    assert "Pa55-quote" not in err
