@@ -450,14 +450,8 @@ class Config:
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         if self.database_url_file is not None:
-            value = read_bounded_text(
-                self.database_url_file, MAX_DSN_BYTES, f"database_url_file {self.database_url_file}"
-            ).strip()
-            try:
-                validate_dsn(value)
-            except ValueError as exc:
-                raise SettingsError(f"database_url_file: DSN {exc}") from None
-            return value
+            file = self.database_url_file
+            return _read_secret_file(file, "database_url_file", "DSN", validate_dsn)
         raise SettingsError(
             "database_url: not set (set GECKO_DATABASE_URL or GECKO_DATABASE_URL_FILE, "
             "or use `gecko-exporter demo` for a bundled database)"
@@ -469,14 +463,9 @@ class Config:
             return self.pgbouncer_url.get_secret_value()
         if self.pgbouncer_url_file is None:
             return None
-        value = read_bounded_text(
-            self.pgbouncer_url_file, MAX_DSN_BYTES, f"pgbouncer_url_file {self.pgbouncer_url_file}"
-        ).strip()
-        try:
-            validate_pgbouncer_url(value)
-        except ValueError as exc:
-            raise SettingsError(f"pgbouncer_url_file: URL {exc}") from None
-        return value
+        return _read_secret_file(
+            self.pgbouncer_url_file, "pgbouncer_url_file", "URL", validate_pgbouncer_url
+        )
 
     def listen(self) -> tuple[str, int]:
         return split_host_port(self.listen_address)
@@ -521,6 +510,19 @@ def validate_pgbouncer_url(url: str) -> None:
         raise ValueError("must name the admin console database 'pgbouncer' (…/pgbouncer)")
     if "options" in params:
         raise ValueError("options: not accepted by the PgBouncer admin console")
+
+
+def _read_secret_file(
+    path: Path, field_name: str, what: str, validate: Callable[[str], None]
+) -> str:
+    """A connection string from its secret file, validated; one SettingsError line never
+    quoting it (``validate`` raises ValueError with a reason that quotes nothing)."""
+    value = read_bounded_text(path, MAX_DSN_BYTES, f"{field_name} {path}").strip()
+    try:
+        validate(value)
+    except ValueError as exc:
+        raise SettingsError(f"{field_name}: {what} {exc}") from None
+    return value
 
 
 def split_host_port(value: str) -> tuple[str, int]:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.config_files import read_bounded_text
 from exporter.errors import SettingsError
 
 #: a web config file is a few lines; refuse anything that is clearly not one
@@ -201,17 +202,7 @@ def load_web_config(path: Path | str) -> WebConfig:
     """Read and validate the file; raise :class:`SettingsError` naming the field."""
     file = Path(path)
     prefix = f"web_config_file {file}"
-    try:
-        with file.open("rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise SettingsError(f"{prefix}: cannot read ({exc.strerror or exc})") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise SettingsError(f"{prefix}: larger than {MAX_FILE_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SettingsError(f"{prefix}: not UTF-8 text") from None
+    text = read_bounded_text(file, MAX_FILE_BYTES, prefix)
     try:
         return parse_web_config(text, file)
     except SettingsError as exc:
