@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter.config import Config
-from exporter.errors import ExporterError
+from exporter.config_files import read_bounded_text
+from exporter.errors import ExporterError, SettingsError
 from exporter.probes.base import Session
 from exporter.probes.latency import ReportProbe, ScanLookupProbe
 from exporter.probes.plans import PlansProbe, Shape, fingerprint, shape_text, uses_index
@@ -255,17 +256,10 @@ MAX_BASELINE_BYTES = 16 * 1024 * 1024  # a baseline is a few KiB: plans and late
 
 
 def read_baseline(path: Path) -> Baseline:
-    try:
-        with path.open("rb") as fh:  # bounded: /dev/zero or a FIFO must not grow the process
-            raw = fh.read(MAX_BASELINE_BYTES + 1)
-    except OSError as exc:
-        raise BaselineError(f"--baseline {path}: cannot read ({exc.strerror})") from None
-    if len(raw) > MAX_BASELINE_BYTES:
-        raise BaselineError(f"--baseline {path}: larger than {MAX_BASELINE_BYTES // 1024} KiB")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BaselineError(f"--baseline {path}: not UTF-8 (byte {exc.start})") from None
+    try:  # bounded: /dev/zero or a FIFO must not grow the process
+        text = read_bounded_text(path, MAX_BASELINE_BYTES, f"--baseline {path}")
+    except SettingsError as exc:
+        raise BaselineError(str(exc)) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
