@@ -139,3 +139,29 @@ def histogram(name: str, documentation: str, snapshots: Iterable[HistogramSample
     snaps = tuple(snapshots)
     labelnames: tuple[str, ...] = ()
     return Family(name, "histogram", documentation, labelnames, (), snaps)
+
+
+def keep_unchanged(new: Sequence[Family], old: tuple[Family, ...]) -> tuple[Family, ...]:
+    """``new`` as a tuple, with each family equal to the one before it (same position, else
+    same name) replaced by that previous object; ``old`` itself when nothing changed.
+
+    Renderers convert a family to text once per object, so a value that did not change
+    since the last run is not converted again (the store keeps a probe's families this
+    way; probes that run every few seconds keep their answers this way too).
+    """
+    if len(new) == len(old):
+        same = True
+        out: list[Family] = []
+        for fam, before in zip(new, old, strict=True):
+            if fam is before or fam == before:
+                out.append(before)
+            else:
+                same = False
+                out.append(fam)
+        return old if same else tuple(out)
+    by_name = {f.name: f for f in old}
+    return tuple(_same(fam, by_name.get(fam.name)) for fam in new)
+
+
+def _same(fam: Family, before: Family | None) -> Family:
+    return before if before is not None and before == fam else fam

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from exporter.samples import Family
+from exporter.samples import Family, keep_unchanged
 
 FAILURE_REASONS = ("timeout", "lock_timeout", "unavailable", "query_error", "busy", "error")
 
@@ -119,11 +118,13 @@ class ResultStore:
                     else state.last_success_monotonic
                 ),
                 last_run_wall=wall,
-                families=_interned(families or (), state.families) if success else state.families,
+                families=keep_unchanged(families or (), state.families)
+                if success
+                else state.families,
                 persistent=(
                     state.persistent
                     if persistent is None
-                    else _interned(persistent, state.persistent)
+                    else keep_unchanged(persistent, state.persistent)
                 ),
             )
             self._version += 1
@@ -131,24 +132,3 @@ class ResultStore:
     def snapshot(self) -> dict[str, ProbeState]:
         with self._lock:
             return dict(self._states)
-
-
-def _interned(new: Sequence[Family], old: tuple[Family, ...]) -> tuple[Family, ...]:
-    """``new`` as a tuple, with each family equal to the one before it (same position, else
-    same name) replaced by that previous object; ``old`` itself when nothing changed."""
-    if len(new) == len(old):
-        same = True
-        out: list[Family] = []
-        for fam, before in zip(new, old, strict=True):
-            if fam is before or fam == before:
-                out.append(before)
-            else:
-                same = False
-                out.append(fam)
-        return old if same else tuple(out)
-    by_name = {f.name: f for f in old}
-    return tuple(_same(fam, by_name.get(fam.name)) for fam in new)
-
-
-def _same(fam: Family, before: Family | None) -> Family:
-    return before if before is not None and before == fam else fam

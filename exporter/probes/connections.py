@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from exporter.probes.base import LaneName, Row, Session
-from exporter.samples import Family, gauge
+from exporter.samples import Family, gauge, keep_unchanged
 
 SQL = """
 SELECT current_setting('max_connections')::int AS max_connections,
@@ -171,17 +171,16 @@ class ConnectionsProbe:
 
     def __init__(self, pools: Sequence[PoolMatcher]) -> None:
         self.pools = tuple(pools)
-        #: the last row and its families: an equal row returns the same objects
-        self._last: tuple[Row, list[Family]] | None = None
+        #: the last answer: families equal to it are returned as the same objects
+        self._last: tuple[Family, ...] = ()
 
     async def collect(self, session: Session, now: float) -> list[Family]:
         del now
         row = await session.fetch_one(SQL)
         if row is None:
             return []
-        if self._last is None or self._last[0] != row:
-            self._last = (row, parse(row, self.pools))
-        return list(self._last[1])
+        self._last = keep_unchanged(parse(row, self.pools), self._last)
+        return list(self._last)
 
     def persistent(self) -> list[Family]:
         return []

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import structlog
 
 from exporter.probes.base import LaneName, Row, Session
-from exporter.samples import Family, gauge
+from exporter.samples import Family, gauge, keep_unchanged
 
 log = structlog.get_logger("exporter.probes.locks")
 
@@ -151,8 +151,8 @@ class LocksProbe:
     def __init__(self, own_application_name: str) -> None:
         self.own_application_name = own_application_name
         self._queue: tuple[int, ...] = ()
-        #: the last summary and its families: an equal summary returns the same objects
-        self._last: tuple[LockSummary, list[Family]] | None = None
+        #: the last answer: families equal to it are returned as the same objects
+        self._last: tuple[Family, ...] = ()
 
     async def collect(self, session: Session, now: float) -> list[Family]:
         del now
@@ -164,9 +164,8 @@ class LocksProbe:
             locks = await session.fetch(locks_sql(session.server_version), {"pids": pids})
             summary = summarize(waiters(activity, locks), self.own_application_name)
         self._log_queue(summary)
-        if self._last is None or self._last[0] != summary:
-            self._last = (summary, parse(summary))
-        return list(self._last[1])
+        self._last = keep_unchanged(parse(summary), self._last)
+        return list(self._last)
 
     def _log_queue(self, summary: LockSummary) -> None:
         queue = summary.access_exclusive_pids if summary.waiting_behind_access_exclusive else ()

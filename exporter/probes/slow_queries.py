@@ -20,14 +20,15 @@ to labels. The statement's first characters are read to classify it and dropped.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Literal
 
 import structlog
 
 from exporter.probes.base import LaneName, Row, Session
-from exporter.samples import Family, counter, gauge
+from exporter.samples import Family, counter, gauge, keep_unchanged
 
 log = structlog.get_logger("exporter.probes.slow_queries")
 
@@ -66,6 +67,7 @@ _STATEMENT_KINDS: tuple[tuple[re.Pattern[str], MaintenanceKind], ...] = (
 )
 
 
+@cache  # one text per server version: the probe runs every second
 def build_sql(server_version: int) -> str:
     """The activity query; ``query_id`` exists from PostgreSQL 14 on.
 
@@ -342,28 +344,15 @@ class SlowQueriesProbe:
         self.text_max_length = text_max_length if log_text else 0
         #: databases watched besides the one the exporter is connected to
         self.databases = list(databases)
-        self._sql: tuple[int, str] | None = None
-        #: family name -> (the values it was built from, the family): a run whose values are
-        #: the same returns the same object (the store and the renderers then skip it)
-        self._built: dict[str, tuple[Hashable, Family]] = {}
-
-    def _family(self, name: str, key: Hashable, build: Callable[[], Family]) -> Family:
-        hit = self._built.get(name)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        family = build()
-        self._built[name] = (key, family)
-        return family
-
-    def _build_sql(self, server_version: int) -> str:
-        if self._sql is None or self._sql[0] != server_version:
-            self._sql = (server_version, build_sql(server_version))
-        return self._sql[1]
+        #: the last answers: families equal to them are returned as the same objects (the
+        #: store and the renderers then skip them; most are equal from second to second)
+        self._answer: tuple[Family, ...] = ()
+        self._kept: tuple[Family, ...] = ()
 
     async def collect(self, session: Session, now: float) -> list[Family]:
         del now
         rows = await session.fetch(
-            self._build_sql(session.server_version),
+            build_sql(session.server_version),
             {
                 "threshold": self.tracker.threshold,
                 "text_length": self.text_max_length,
@@ -373,62 +362,42 @@ class SlowQueriesProbe:
         )
         summary = self.tracker.update(rows)
         self._log(summary)
-        running = tuple(summary.maintenance_running.items())
-        longest = tuple(summary.maintenance_longest_seconds.items())
-        return [
-            self._family(
+        families = [
+            gauge(
                 "gecko_longest_active_query_seconds",
+                "Age of the longest-running application query in the monitored database "
+                "(maintenance, backups and exporter sessions excluded); 0 when none "
+                "(from pg_stat_activity).",
                 summary.longest_active_seconds,
-                lambda: gauge(
-                    "gecko_longest_active_query_seconds",
-                    "Age of the longest-running application query in the monitored database "
-                    "(maintenance, backups and exporter sessions excluded); 0 when none "
-                    "(from pg_stat_activity).",
-                    summary.longest_active_seconds,
-                ),
             ),
-            self._family(
+            gauge(
                 "gecko_longest_idle_in_transaction_seconds",
+                "Time the oldest idle-in-transaction application session has been idle; "
+                "0 when none.",
                 summary.longest_idle_in_transaction_seconds,
-                lambda: gauge(
-                    "gecko_longest_idle_in_transaction_seconds",
-                    "Time the oldest idle-in-transaction application session has been idle; "
-                    "0 when none.",
-                    summary.longest_idle_in_transaction_seconds,
-                ),
             ),
-            self._family(
+            gauge(
                 "gecko_slow_queries_running",
-                summary.slow_running,
-                lambda: gauge(
-                    "gecko_slow_queries_running",
-                    "Application queries running now for longer than the slow-query threshold.",
-                    float(summary.slow_running),
-                ),
+                "Application queries running now for longer than the slow-query threshold.",
+                float(summary.slow_running),
             ),
-            self._family(
+            gauge(
                 "gecko_maintenance_running",
-                running,
-                lambda: gauge(
-                    "gecko_maintenance_running",
-                    "Maintenance and backup sessions running in the monitored database, by kind "
-                    "(from pg_stat_activity and pg_stat_progress_*).",
-                    labelnames=("kind",),
-                    values={(k,): float(v) for k, v in running},
-                ),
+                "Maintenance and backup sessions running in the monitored database, by kind "
+                "(from pg_stat_activity and pg_stat_progress_*).",
+                labelnames=("kind",),
+                values={(k,): float(v) for k, v in summary.maintenance_running.items()},
             ),
-            self._family(
+            gauge(
                 "gecko_maintenance_longest_seconds",
-                longest,
-                lambda: gauge(
-                    "gecko_maintenance_longest_seconds",
-                    "Age of the longest maintenance work by kind: the statement, or a backup's "
-                    "transaction; 0 when none.",
-                    labelnames=("kind",),
-                    values={(k,): v for k, v in longest},
-                ),
+                "Age of the longest maintenance work by kind: the statement, or a backup's "
+                "transaction; 0 when none.",
+                labelnames=("kind",),
+                values={(k,): v for k, v in summary.maintenance_longest_seconds.items()},
             ),
         ]
+        self._answer = keep_unchanged(families, self._answer)
+        return list(self._answer)
 
     def _log(self, summary: ActivitySummary) -> None:
         for sq in summary.new_slow:
@@ -466,25 +435,18 @@ class SlowQueriesProbe:
             )
 
     def persistent(self) -> list[Family]:
-        total, threshold = self.tracker.total, self.tracker.threshold
-        return [
-            self._family(
+        families = [
+            counter(
                 "gecko_slow_queries_total",
-                total,
-                lambda: counter(
-                    "gecko_slow_queries_total",
-                    "Distinct application queries (pid + query_start) seen running longer than "
-                    "the slow-query threshold.",
-                    float(total),
-                ),
+                "Distinct application queries (pid + query_start) seen running longer than the "
+                "slow-query threshold.",
+                float(self.tracker.total),
             ),
-            self._family(
+            gauge(
                 "gecko_slow_query_threshold_seconds",
-                threshold,
-                lambda: gauge(
-                    "gecko_slow_query_threshold_seconds",
-                    "The configured slow-query threshold.",
-                    threshold,
-                ),
+                "The configured slow-query threshold.",
+                self.tracker.threshold,
             ),
         ]
+        self._kept = keep_unchanged(families, self._kept)
+        return list(self._kept)
