@@ -563,6 +563,8 @@ def negotiate(accept: str) -> tuple[Callable[[Collector], bytes], str]:
         if escaping not in _ESCAPINGS:
             escaping = om_exposition.UNDERSCORES
         version = params.get("version", "")
+        parsed = _version(version) if version else None
+        current = parsed is not None and parsed >= (1, 0, 0)
         if mime == "application/openmetrics-text":
             if not version:
                 return (
@@ -570,13 +572,12 @@ def negotiate(accept: str) -> tuple[Callable[[Collector], bytes], str]:
                             version=OM_VERSION),
                     OM_CONTENT_TYPE_LATEST,
                 )  # fmt: skip
-            parsed = _version(version)
-            if parsed is not None and parsed >= (1, 0, 0):
+            if current:
                 return (
                     partial(om_exposition.generate_latest, escaping=escaping, version=OM_VERSION),
                     f"{OM_CONTENT_TYPE_LATEST}; escaping={escaping}",
                 )
-        elif version and (parsed := _version(version)) is not None and parsed >= (1, 0, 0):
+        elif current:
             return (
                 partial(generate_latest, escaping=escaping),
                 f"{CONTENT_TYPE_LATEST}; escaping={escaping}",

@@ -229,16 +229,14 @@ class Routes:
     def _metrics(self, req: Request) -> Response:
         variant = self._negotiate(req)
         names = req.query.get("name[]")
-        if names:
-            body = variant.encoder(self._registry.restricted_registry(names))
-            if variant.gz:
-                body = gzip.compress(body, compresslevel=6)
-        elif self._cache is not None:  # rendered off the request path: ready bytes
+        if self._cache is not None and not names:  # rendered off the request path
             body = self._cache.body(variant.content_type, variant.encoder, variant.gz)
-        else:
-            body = variant.encoder(self._registry)
-            if variant.gz:
-                body = gzip.compress(body, compresslevel=6)
+            return Response(200, variant.headers, body)
+        body = variant.encoder(
+            self._registry.restricted_registry(names) if names else self._registry
+        )
+        if variant.gz:
+            body = gzip.compress(body, compresslevel=6)
         return Response(200, variant.headers, body)
 
 
@@ -779,8 +777,7 @@ class HttpServer:
             if end < 0 or end + 4 > limit:
                 buf.clear()
                 resp = _text(431, "request header fields too large\n")
-                self._send(conn, [render_head(resp, keep_alive=False, extra=self._extra),
-                                  resp.body], False)  # fmt: skip
+                self._send(conn, self._encode(resp, head_only=False, keep_alive=False), False)
                 return
             head = bytes(buf[: end + 4])
             del buf[: end + 4]
