@@ -223,14 +223,18 @@ def test_cached_credentials_answer_on_the_loop_and_a_wrong_password_is_still_ref
     assert get(server.port)[0] == 401
     assert len(calls) == 4  # one success cached, every failure paid in full
     blocked.occupy(server.port, sockets)
+    second = threading.Thread(target=get, args=(server.port, "/readyz"), daemon=True)
     try:  # the other worker is held too: a cached success is answered by the loop
-        second = threading.Thread(target=get, args=(server.port, "/readyz"), daemon=True)
         second.start()
         wait_until(lambda: server.open_connections == 2, timeout=5, message="both workers held")
         assert get(server.port, headers=basic("a", "pw"))[0] == 200
         assert len(calls) == 4
     finally:
         blocked.release.set()
+        # answered once released: joined here, so its request ends before the server stops
+        # (a thread cut off by the teardown raised into whichever test ran next)
+        if second.ident is not None:
+            second.join(timeout=10)
 
 
 def test_a_worker_answer_takes_one_rate_limit_token(serve: ServeFactory, tmp_path: Path) -> None:
